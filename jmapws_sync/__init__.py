@@ -1,0 +1,117 @@
+"""jmapws_sync: a synchronous, threaded client for JMAP over WebSocket (RFC 8887).
+
+::
+
+    import jmapws_sync as jws
+
+    with jws.connect("https://jmap.example.com", auth=jws.BearerAuth(token)) as ws:
+        b = jws.RequestBuilder(using=[jws.CORE])
+        echo = b.call("Core/echo", {"hello": True})
+        print(ws.call(b.build(), timeout=30).get(echo.call_id))
+"""
+
+from __future__ import annotations
+
+from .auth import Auth, BasicAuth, BearerAuth
+from .codec import decode, encode
+from .discovery import (
+    Account,
+    CoreCapability,
+    InsecureWebSocketUrl,
+    SessionResource,
+    WebSocketCapability,
+    connect,
+    fetch_session,
+)
+from .errors import (
+    AuthenticationError,
+    ConnectionClosedError,
+    HandshakeError,
+    JmapWsError,
+    MessageTooLarge,
+    MethodError,
+    ParseError,
+    ProtocolViolation,
+    PushUnavailable,
+    RequestFailed,
+    SessionClosed,
+    SessionError,
+    StarvationError,
+    TransportError,
+    WebSocketProtocolError,
+    WebSocketUnavailable,
+)
+from .frames import (
+    CALENDARS,
+    CONTACTS,
+    CORE,
+    MAIL,
+    SUBMISSION,
+    VACATION_RESPONSE,
+    WEBSOCKET,
+    Frame,
+    Invocation,
+    Request,
+    RequestBuilder,
+    RequestError,
+    Response,
+    ResultReference,
+    StateChange,
+    UnknownFrame,
+    WebSocketPushDisable,
+    WebSocketPushEnable,
+)
+from .session import WsSession
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CALENDARS",
+    "CONTACTS",
+    "CORE",
+    "MAIL",
+    "SUBMISSION",
+    "VACATION_RESPONSE",
+    "WEBSOCKET",
+    "Account",
+    "Auth",
+    "AuthenticationError",
+    "BasicAuth",
+    "BearerAuth",
+    "ConnectionClosedError",
+    "CoreCapability",
+    "Frame",
+    "HandshakeError",
+    "InsecureWebSocketUrl",
+    "Invocation",
+    "JmapWsError",
+    "MessageTooLarge",
+    "MethodError",
+    "ParseError",
+    "ProtocolViolation",
+    "PushUnavailable",
+    "Request",
+    "RequestBuilder",
+    "RequestError",
+    "RequestFailed",
+    "Response",
+    "ResultReference",
+    "SessionClosed",
+    "SessionError",
+    "SessionResource",
+    "StarvationError",
+    "StateChange",
+    "TransportError",
+    "UnknownFrame",
+    "WebSocketCapability",
+    "WebSocketProtocolError",
+    "WebSocketPushDisable",
+    "WebSocketPushEnable",
+    "WebSocketUnavailable",
+    "WsSession",
+    "__version__",
+    "connect",
+    "decode",
+    "encode",
+    "fetch_session",
+]

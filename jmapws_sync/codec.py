@@ -1,0 +1,267 @@
+"""Text <-> frame conversion for JMAP over WebSocket (RFC 8887 §4.3).
+
+Pure functions, no I/O. One cattrs converter owns the wire names (``@type``, camelCase);
+the frame classes in :mod:`jmapws_sync.frames` only know snake_case. Method arguments are
+handed over as the ``dict`` objects that :func:`json.loads` produced, never copied.
+
+``decode`` never crashes on what a server sends: text that is not a JSON object raises
+:class:`~jmapws_sync.errors.ParseError`; an object with a missing or unknown ``@type``,
+or a known one whose body does not fit, becomes an :class:`~jmapws_sync.frames.UnknownFrame`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from .errors import ParseError
+from .frames import (
+    Invocation,
+    Request,
+    RequestError,
+    Response,
+    ResultReference,
+    StateChange,
+    UnknownFrame,
+    WebSocketPushDisable,
+    WebSocketPushEnable,
+)
+
+__all__ = [
+    "CLIENT_FRAMES",
+    "SERVER_FRAMES",
+    "Decoded",
+    "Encodable",
+    "converter",
+    "decode",
+    "encode",
+]
+
+#: Anything :func:`decode` can return.
+Decoded = (
+    Response
+    | RequestError
+    | StateChange
+    | UnknownFrame
+    | Request
+    | WebSocketPushEnable
+    | WebSocketPushDisable
+)
+#: Anything :func:`encode` accepts.
+Encodable = Request | WebSocketPushEnable | WebSocketPushDisable | Response | StateChange
+
+#: The converter that knows the wire names. Strict: a wrong JSON type is an error, never
+#: coerced (cattrs would otherwise turn ``123`` into ``"123"``).
+converter = cattrs.Converter(detailed_validation=False)
+
+_ID = str | int | None
+_STRUCTURE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, cattrs.BaseValidationError)
+
+
+def _strict_str(value: Any, _: Any) -> str:
+    if type(value) is not str:
+        raise TypeError("expected a JSON string")
+    return value
+
+
+def _strict_id(value: Any, _: Any) -> str | int | None:
+    # RFC 8887 §4.3.1: ids are strings, but real servers echo a number when one was sent.
+    if value is None or type(value) is str or type(value) is int:
+        return value
+    raise TypeError("expected a string or a number")
+
+
+def _plain_object(value: Any, _: Any) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise TypeError("expected a JSON object")
+    return value
+
+
+def _invocation(value: Any, _: Any) -> Invocation:
+    # RFC 8620 §3.2: [name, arguments, call id]; the arguments dict is handed over as is.
+    if type(value) is not list or len(value) != 3:
+        raise TypeError("an invocation is a 3-element array")
+    name, arguments, call_id = value
+    if type(name) is not str or type(arguments) is not dict or type(call_id) is not str:
+        raise TypeError("an invocation is [string, object, string]")
+    return Invocation(name, arguments, call_id)
+
+
+def _changed(value: Any, _: Any) -> dict[str, dict[str, str]]:
+    if type(value) is not dict:
+        raise TypeError("changed must be an object")
+    for types in value.values():
+        if type(types) is not dict or any(type(s) is not str for s in types.values()):
+            raise TypeError("changed maps account ids to objects of type name -> state")
+    return value
+
+
+def _string_map(value: Any, _: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if type(value) is not dict or any(type(v) is not str for v in value.values()):
+        raise TypeError("expected an object of strings")
+    return value
+
+
+_REQUEST_ERROR_FIELDS = {
+    "type": "type",
+    "status": "status",
+    "title": "title",
+    "detail": "detail",
+    "limit": "limit",
+    "requestId": "request_id",
+}
+
+
+def _request_error(value: dict[str, Any], _: Any) -> RequestError:
+    # RFC 7807 problem details: known members become attributes, the rest is kept.
+    known: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, item in value.items():
+        if key == "@type":
+            continue
+        attr = _REQUEST_ERROR_FIELDS.get(key)
+        if attr is None:
+            extra[key] = item
+        else:
+            known[attr] = item
+    kind = known.get("type")
+    status = known.get("status")
+    if type(kind) is not str:
+        raise TypeError("a problem needs a string type")
+    if status is not None and type(status) is not int:
+        raise TypeError("status must be a number")
+    for attr in ("title", "detail", "limit"):
+        if known.get(attr) is not None and type(known[attr]) is not str:
+            raise TypeError(f"{attr} must be a string")
+    known["request_id"] = _strict_id(known.get("request_id"), None)
+    return RequestError(**known, extra=extra)
+
+
+converter.register_structure_hook(str, _strict_str)
+converter.register_structure_hook(Invocation, _invocation)
+converter.register_structure_hook_func(lambda t: t == _ID, _strict_id)
+converter.register_structure_hook_func(lambda t: t == dict[str, Any], _plain_object)
+converter.register_structure_hook_func(lambda t: t == dict[str, dict[str, str]], _changed)
+converter.register_structure_hook_func(lambda t: t == (dict[str, str] | None), _string_map)
+converter.register_structure_hook(RequestError, _request_error)
+
+_CAMEL = {
+    "method_calls": "methodCalls",
+    "method_responses": "methodResponses",
+    "created_ids": "createdIds",
+    "session_state": "sessionState",
+    "request_id": "requestId",
+    "push_state": "pushState",
+    "data_types": "dataTypes",
+}
+
+
+def _renames(cls: type) -> dict[str, Any]:
+    return {a.name: override(rename=_CAMEL[a.name]) for a in attrs.fields(cls) if a.name in _CAMEL}
+
+
+# Before the class hooks below: they look the Invocation hook up when generated.
+converter.register_unstructure_hook(Invocation, lambda inv: [inv.name, inv.arguments, inv.call_id])
+for _cls in (Request, Response, StateChange, WebSocketPushEnable, WebSocketPushDisable):
+    converter.register_structure_hook(
+        _cls, make_dict_structure_fn(_cls, converter, **_renames(_cls))
+    )
+    converter.register_unstructure_hook(
+        _cls,
+        make_dict_unstructure_fn(_cls, converter, _cattrs_omit_if_default=True, **_renames(_cls)),
+    )
+
+#: The ``@type`` values a server sends (RFC 8887 §4.3), and their classes.
+SERVER_FRAMES: Mapping[str, type] = {
+    "Response": Response,
+    "RequestError": RequestError,
+    "StateChange": StateChange,
+}
+#: The ``@type`` values a client sends; for servers and tests.
+CLIENT_FRAMES: Mapping[str, type] = {
+    "Request": Request,
+    "WebSocketPushEnable": WebSocketPushEnable,
+    "WebSocketPushDisable": WebSocketPushDisable,
+}
+_TYPE_OF: dict[type, str] = {
+    cls: name for table in (SERVER_FRAMES, CLIENT_FRAMES) for name, cls in table.items()
+}
+
+
+def _default(value: Any) -> Any:
+    # Only called for objects json does not know: back-references left inside arguments.
+    if isinstance(value, ResultReference):
+        return value.to_wire()
+    if isinstance(value, tuple | frozenset | set):
+        return list(value)
+    raise TypeError(f"cannot encode a {type(value).__name__} as JSON")
+
+
+_dumps = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_default
+).encode
+_loads = json.loads
+
+
+def encode(frame: Encodable, id: str | int | None = None) -> str:  # noqa: A002 - RFC name
+    """Serialise ``frame`` to the text of one WebSocket message.
+
+    ``"@type"`` is added from the frame's class; for a :class:`Request`, ``id`` becomes
+    the request ``id`` that the server echoes as ``requestId`` (RFC 8887 §4.3.1).
+    Raises :class:`ValueError` for a frame that cannot be encoded (for example a
+    method argument that is not JSON-serialisable).
+    """
+    type_name = _TYPE_OF.get(type(frame))
+    if type_name is None:
+        raise TypeError(f"cannot encode a {type(frame).__name__} frame")
+    body: dict[str, Any] = {"@type": type_name}
+    body.update(converter.unstructure(frame))
+    if id is not None:
+        if type_name != "Request":
+            raise ValueError("only a Request carries an id")
+        if type(id) is not str and type(id) is not int:
+            raise ValueError("a request id is a string (or an integer)")
+        body["id"] = id
+    try:
+        return _dumps(body)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cannot encode {type_name}: {exc}") from exc
+
+
+def decode(text: str, *, accept: Mapping[str, type] = SERVER_FRAMES) -> Decoded:
+    """Parse the text of one WebSocket message into a frame.
+
+    Raises :class:`ParseError` when ``text`` is not a JSON object. Never raises for the
+    object's content: an unknown or missing ``@type``, or a body that does not fit the
+    type, gives an :class:`UnknownFrame` with the whole object.
+
+    ``accept`` names the frame types to recognise: by default those a server sends
+    (:data:`SERVER_FRAMES`); a server decodes with :data:`CLIENT_FRAMES`. Any other
+    ``@type`` is unknown to this call.
+    """
+    try:
+        obj = _loads(text)
+    except ValueError as exc:  # JSONDecodeError, and RecursionError's cousin for depth
+        raise ParseError(f"text message is not JSON ({exc.msg})") from None  # type: ignore[attr-defined]
+    except RecursionError:
+        raise ParseError("text message is nested too deeply") from None
+    if type(obj) is not dict:
+        raise ParseError(f"text message is JSON but not an object ({type(obj).__name__})")
+    type_name = obj.get("@type")
+    if type(type_name) is not str:
+        return UnknownFrame(None, obj)
+    cls = accept.get(type_name)
+    if cls is None:
+        return UnknownFrame(type_name, obj)
+    try:
+        frame: Decoded = converter.structure(obj, cls)
+    except _STRUCTURE_ERRORS:
+        return UnknownFrame(type_name, obj)
+    return frame
