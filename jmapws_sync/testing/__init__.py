@@ -1,0 +1,30 @@
+"""The reference JMAP-over-WebSocket server that tests, the demo and benchmarks run against.
+
+It needs the ``server`` extra (aiohttp)::
+
+    from jmapws_sync.testing import ReferenceServer
+
+    with ReferenceServer(users={"alice": "secret"}) as srv:
+        ...  # srv.session_url, srv.ws_url, srv.api_url; knobs such as srv.halt()
+
+See :class:`ReferenceServer` for the routes, the methods served (``Core/echo`` and the
+``Note`` type of :data:`NOTES`) and the misbehaviour knobs.
+"""
+
+from __future__ import annotations
+
+from jmapws_sync.testing.jmap import CORE, NOTES, WEBSOCKET, Limits, evaluate_pointer
+from jmapws_sync.testing.server import Handshake, ReferenceServer
+from jmapws_sync.testing.store import NoteStore, account_id_for
+
+__all__ = [
+    "CORE",
+    "NOTES",
+    "WEBSOCKET",
+    "Handshake",
+    "Limits",
+    "NoteStore",
+    "ReferenceServer",
+    "account_id_for",
+    "evaluate_pointer",
+]

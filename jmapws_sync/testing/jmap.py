@@ -1,0 +1,425 @@
+"""JMAP request processing for the reference server, independent of the transport.
+
+:func:`process_request` takes one decoded Request object (RFC 8620 §3.3) and returns the
+Response object (§3.4) or raises :class:`JmapRequestError` (§3.6.1); the server wraps either
+for WebSocket (RFC 8887 §4.3, with ``@type`` and ``requestId``) or HTTP (problem details).
+Methods: ``Core/echo`` (§4), ``Note/get``, ``Note/set`` and ``Note/changes`` (§5.1-5.3) over
+a :class:`~jmapws_sync.testing.store.NoteStore`; back-references per §3.7.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jmapws_sync.testing.store import (
+    NOTE_PROPERTIES,
+    CannotCalculateChanges,
+    NoteStore,
+    StateMismatch,
+)
+
+__all__ = [
+    "CORE",
+    "NOTES",
+    "WEBSOCKET",
+    "JmapRequestError",
+    "Limits",
+    "RequestContext",
+    "process_request",
+]
+
+logger = logging.getLogger(__name__)
+
+CORE = "urn:ietf:params:jmap:core"
+WEBSOCKET = "urn:ietf:params:jmap:websocket"
+NOTES = "urn:x-jmapws-sync:notes"
+KNOWN_CAPABILITIES = frozenset({CORE, WEBSOCKET, NOTES})
+ERROR_PREFIX = "urn:ietf:params:jmap:error:"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The ``urn:ietf:params:jmap:core`` limits the server advertises and enforces."""
+
+    max_size_upload: int = 50_000_000
+    max_concurrent_upload: int = 4
+    max_size_request: int = 10_000_000
+    max_concurrent_requests: int = 4
+    max_calls_in_request: int = 16
+    max_objects_in_get: int = 500
+    max_objects_in_set: int = 500
+
+    def capability(self) -> dict[str, Any]:
+        """The core capability object of the Session resource (RFC 8620 §2)."""
+        return {
+            "maxSizeUpload": self.max_size_upload,
+            "maxConcurrentUpload": self.max_concurrent_upload,
+            "maxSizeRequest": self.max_size_request,
+            "maxConcurrentRequests": self.max_concurrent_requests,
+            "maxCallsInRequest": self.max_calls_in_request,
+            "maxObjectsInGet": self.max_objects_in_get,
+            "maxObjectsInSet": self.max_objects_in_set,
+            "collationAlgorithms": ["i;ascii-casemap", "i;octet"],
+        }
+
+
+class JmapRequestError(Exception):
+    """A request-level error (RFC 8620 §3.6.1): the whole request is rejected."""
+
+    def __init__(self, kind: str, detail: str, *, limit: str | None = None) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+        self.limit = limit
+
+    @property
+    def type_uri(self) -> str:
+        """The full error type, e.g. ``urn:ietf:params:jmap:error:notRequest``."""
+        return ERROR_PREFIX + self.kind
+
+    def problem(self) -> dict[str, Any]:
+        """The RFC 7807 problem details object (without WebSocket ``@type``/``requestId``)."""
+        body: dict[str, Any] = {"type": self.type_uri, "status": 400, "detail": self.detail}
+        if self.limit is not None:
+            body["limit"] = self.limit
+        return body
+
+
+class MethodError(Exception):
+    """A method-level error (RFC 8620 §3.6.2): becomes ``["error", {...}, callId]``."""
+
+    def __init__(self, kind: str, description: str | None = None) -> None:
+        super().__init__(description or kind)
+        self.kind = kind
+        self.description = description
+
+    def arguments(self) -> dict[str, Any]:
+        """The error response's arguments."""
+        args: dict[str, Any] = {"type": self.kind}
+        if self.description is not None:
+            args["description"] = self.description
+        return args
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Who asks, against which data, within which limits, in which session state."""
+
+    store: NoteStore
+    user: str
+    account_ids: Collection[str]
+    limits: Limits
+    session_state: str
+
+
+Method = Callable[[RequestContext, dict[str, Any], dict[str, str]], dict[str, Any]]
+
+
+def process_request(obj: object, ctx: RequestContext) -> dict[str, Any]:
+    """Run one JMAP Request object; return the Response object (without ``@type``).
+
+    Raises :class:`JmapRequestError` for ``notRequest``, ``unknownCapability`` and the
+    ``maxCallsInRequest`` limit; method-level problems end up inside the response.
+    """
+    using, calls, created_ids_in = _validate(obj)
+    if len(calls) > ctx.limits.max_calls_in_request:
+        raise JmapRequestError(
+            "limit",
+            f"{len(calls)} method calls; at most {ctx.limits.max_calls_in_request} allowed",
+            limit="maxCallsInRequest",
+        )
+    unknown = [c for c in using if c not in KNOWN_CAPABILITIES]
+    if unknown:
+        raise JmapRequestError("unknownCapability", f"unknown capabilities: {unknown}")
+    for name, _, _ in calls:
+        needed = _capability_of(name)
+        if needed is not None and needed not in using:
+            raise JmapRequestError(
+                "unknownCapability", f"{name} needs {needed!r} in the 'using' property"
+            )
+    created_ids = dict(created_ids_in) if created_ids_in is not None else {}
+    responses: list[list[Any]] = []
+    for name, args, call_id in calls:
+        try:
+            resolved = _resolve_references(args, responses)
+            result = _METHODS.get(name, _unknown)(ctx, resolved, created_ids)
+        except MethodError as exc:
+            responses.append(["error", exc.arguments(), call_id])
+        except Exception:
+            logger.exception("method %s failed", name)
+            responses.append(["error", {"type": "serverFail"}, call_id])
+        else:
+            responses.append([name, result, call_id])
+    response: dict[str, Any] = {
+        "methodResponses": responses,
+        "sessionState": ctx.session_state,
+    }
+    if created_ids_in is not None:
+        response["createdIds"] = created_ids
+    return response
+
+
+# -- validation ------------------------------------------------------------------------
+def _validate(
+    obj: object,
+) -> tuple[list[str], list[tuple[str, dict[str, Any], str]], dict[str, str] | None]:
+    """Check the Request shape (RFC 8620 §3.3); raise ``notRequest`` if it does not fit."""
+    if not isinstance(obj, dict):
+        raise JmapRequestError("notRequest", "the request is not a JSON object")
+    using = obj.get("using")
+    if not isinstance(using, list) or not all(isinstance(c, str) for c in using):
+        raise JmapRequestError("notRequest", "'using' must be an array of strings")
+    raw_calls = obj.get("methodCalls")
+    if not isinstance(raw_calls, list):
+        raise JmapRequestError("notRequest", "'methodCalls' must be an array")
+    calls: list[tuple[str, dict[str, Any], str]] = []
+    for item in raw_calls:
+        if (
+            not isinstance(item, list)
+            or len(item) != 3
+            or not isinstance(item[0], str)
+            or not isinstance(item[1], dict)
+            or not isinstance(item[2], str)
+        ):
+            raise JmapRequestError(
+                "notRequest", "each method call must be [name, arguments object, call id]"
+            )
+        calls.append((item[0], item[1], item[2]))
+    created_ids = obj.get("createdIds")
+    if created_ids is not None and (
+        not isinstance(created_ids, dict)
+        or not all(isinstance(v, str) for v in created_ids.values())
+    ):
+        raise JmapRequestError("notRequest", "'createdIds' must map ids to ids")
+    return using, calls, created_ids
+
+
+def _capability_of(name: str) -> str | None:
+    """The capability a method belongs to, or ``None`` for methods we do not know."""
+    if name.startswith("Core/"):
+        return CORE
+    if name.startswith("Note/"):
+        return NOTES
+    return None
+
+
+# -- back-references (RFC 8620 §3.7) -------------------------------------------------------
+def _resolve_references(args: dict[str, Any], responses: list[list[Any]]) -> dict[str, Any]:
+    """Replace every ``#name`` argument by the value its ResultReference points to."""
+    if not any(k.startswith("#") for k in args):
+        return args
+    resolved = dict(args)
+    for key, ref in args.items():
+        if not key.startswith("#"):
+            continue
+        plain = key[1:]
+        if plain in args:
+            raise MethodError("invalidArguments", f"both {key!r} and {plain!r} given")
+        if (
+            not isinstance(ref, dict)
+            or not isinstance(ref.get("resultOf"), str)
+            or not isinstance(ref.get("name"), str)
+            or not isinstance(ref.get("path"), str)
+        ):
+            raise MethodError("invalidResultReference", f"{key!r} is not a ResultReference")
+        target = next((r for r in responses if r[2] == ref["resultOf"]), None)
+        if target is None or target[0] != ref["name"]:
+            raise MethodError(
+                "invalidResultReference",
+                f"no {ref['name']!r} response with call id {ref['resultOf']!r}",
+            )
+        try:
+            value = evaluate_pointer(target[1], ref["path"])
+        except LookupError as exc:
+            raise MethodError("invalidResultReference", f"path {ref['path']!r}: {exc}") from exc
+        del resolved[key]
+        resolved[plain] = value
+    return resolved
+
+
+def evaluate_pointer(doc: Any, pointer: str) -> Any:
+    """Evaluate a JSON Pointer (RFC 6901) with JMAP's ``*`` wildcard (RFC 8620 §3.7).
+
+    ``*`` on an array applies the rest of the pointer to every item; results that are arrays
+    are flattened into one array. Raises ``LookupError`` when the path does not resolve.
+    """
+    if pointer == "":
+        return doc
+    if not pointer.startswith("/"):
+        raise LookupError("a pointer must be empty or start with '/'")
+    tokens = [t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/")]
+    return _walk(doc, tokens)
+
+
+def _walk(doc: Any, tokens: list[str]) -> Any:
+    if not tokens:
+        return doc
+    token, rest = tokens[0], tokens[1:]
+    if isinstance(doc, list):
+        if token == "*":  # noqa: S105 - the RFC 8620 §3.7 wildcard, not a secret
+            out: list[Any] = []
+            for item in doc:
+                value = _walk(item, rest)
+                if isinstance(value, list):
+                    out.extend(value)
+                else:
+                    out.append(value)
+            return out
+        if not token.isdigit() or (token.startswith("0") and len(token) > 1):
+            raise LookupError(f"{token!r} is not an array index")
+        index = int(token)
+        if index >= len(doc):
+            raise LookupError(f"index {index} out of range")
+        return _walk(doc[index], rest)
+    if isinstance(doc, dict):
+        if token not in doc:
+            raise LookupError(f"no member {token!r}")
+        return _walk(doc[token], rest)
+    raise LookupError(f"cannot descend into a {type(doc).__name__} with {token!r}")
+
+
+# -- methods -----------------------------------------------------------------------------
+def _unknown(
+    ctx: RequestContext, args: dict[str, Any], created_ids: dict[str, str]
+) -> dict[str, Any]:
+    """Any method we do not serve (RFC 8620 §3.6.2)."""
+    raise MethodError("unknownMethod")
+
+
+def _echo(ctx: RequestContext, args: dict[str, Any], created_ids: dict[str, str]) -> dict[str, Any]:
+    """``Core/echo`` (RFC 8620 §4): the arguments, unchanged."""
+    return args
+
+
+def _account(ctx: RequestContext, args: Mapping[str, Any]) -> str:
+    account_id = args.get("accountId")
+    if not isinstance(account_id, str):
+        raise MethodError("invalidArguments", "'accountId' must be a string")
+    if account_id not in ctx.account_ids or not ctx.store.has_account(account_id):
+        raise MethodError("accountNotFound", f"no account {account_id!r} for this user")
+    return account_id
+
+
+def _check_args(args: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    unknown = sorted(set(args) - allowed)
+    if unknown:
+        raise MethodError("invalidArguments", f"unknown arguments: {unknown}")
+
+
+def _string_list(args: Mapping[str, Any], name: str) -> list[str] | None:
+    value = args.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MethodError("invalidArguments", f"{name!r} must be null or an array of strings")
+    return value
+
+
+def _note_get(
+    ctx: RequestContext, args: dict[str, Any], created_ids: dict[str, str]
+) -> dict[str, Any]:
+    """``Note/get`` (RFC 8620 §5.1); ``#creationId`` ids are resolved from createdIds."""
+    _check_args(args, frozenset({"accountId", "ids", "properties"}))
+    account_id = _account(ctx, args)
+    ids = _string_list(args, "ids")
+    properties = _string_list(args, "properties")
+    if properties is not None:
+        unknown = sorted(set(properties) - set(NOTE_PROPERTIES))
+        if unknown:
+            raise MethodError("invalidArguments", f"unknown properties: {unknown}")
+        properties = [p for p in NOTE_PROPERTIES if p in properties and p != "id"]
+    if ids is not None:
+        if len(ids) > ctx.limits.max_objects_in_get:
+            raise MethodError(
+                "requestTooLarge", f"at most {ctx.limits.max_objects_in_get} ids per get"
+            )
+        ids = [created_ids.get(i[1:], i) if i.startswith("#") else i for i in ids]
+    state, found, not_found = ctx.store.get_notes(account_id, ids, properties)
+    return {"accountId": account_id, "state": state, "list": found, "notFound": not_found}
+
+
+def _note_set(
+    ctx: RequestContext, args: dict[str, Any], created_ids: dict[str, str]
+) -> dict[str, Any]:
+    """``Note/set`` (RFC 8620 §5.3); new creation ids go into the request's createdIds."""
+    _check_args(args, frozenset({"accountId", "ifInState", "create", "update", "destroy"}))
+    account_id = _account(ctx, args)
+    if_in_state = args.get("ifInState")
+    if if_in_state is not None and not isinstance(if_in_state, str):
+        raise MethodError("invalidArguments", "'ifInState' must be null or a string")
+    create = args.get("create")
+    update = args.get("update")
+    if create is not None and not isinstance(create, dict):
+        raise MethodError("invalidArguments", "'create' must be null or an object")
+    if update is not None and not isinstance(update, dict):
+        raise MethodError("invalidArguments", "'update' must be null or an object")
+    destroy = _string_list(args, "destroy")
+    count = len(create or {}) + len(update or {}) + len(destroy or [])
+    if count > ctx.limits.max_objects_in_set:
+        raise MethodError(
+            "requestTooLarge", f"at most {ctx.limits.max_objects_in_set} objects per set"
+        )
+    try:
+        result = ctx.store.set_notes(
+            account_id,
+            create=create,
+            update=update,
+            destroy=destroy,
+            if_in_state=if_in_state,
+            created_ids=created_ids,
+        )
+    except StateMismatch as exc:
+        raise MethodError("stateMismatch", f"ifInState {exc} is not the current state") from exc
+    for creation_id, info in result.created.items():
+        created_ids[creation_id] = info["id"]
+    return {
+        "accountId": account_id,
+        "oldState": result.old_state,
+        "newState": result.new_state,
+        "created": result.created or None,
+        "updated": result.updated or None,
+        "destroyed": result.destroyed or None,
+        "notCreated": result.not_created or None,
+        "notUpdated": result.not_updated or None,
+        "notDestroyed": result.not_destroyed or None,
+    }
+
+
+def _note_changes(
+    ctx: RequestContext, args: dict[str, Any], created_ids: dict[str, str]
+) -> dict[str, Any]:
+    """``Note/changes`` (RFC 8620 §5.2)."""
+    _check_args(args, frozenset({"accountId", "sinceState", "maxChanges"}))
+    account_id = _account(ctx, args)
+    since = args.get("sinceState")
+    if not isinstance(since, str):
+        raise MethodError("invalidArguments", "'sinceState' must be a string")
+    max_changes = args.get("maxChanges")
+    if max_changes is not None and (
+        not isinstance(max_changes, int) or isinstance(max_changes, bool) or max_changes < 1
+    ):
+        raise MethodError("invalidArguments", "'maxChanges' must be null or a positive integer")
+    try:
+        result = ctx.store.changes(account_id, since, max_changes)
+    except CannotCalculateChanges as exc:
+        raise MethodError("cannotCalculateChanges", f"unknown state {since!r}") from exc
+    return {
+        "accountId": account_id,
+        "oldState": result.old_state,
+        "newState": result.new_state,
+        "hasMoreChanges": result.has_more_changes,
+        "created": result.created,
+        "updated": result.updated,
+        "destroyed": result.destroyed,
+    }
+
+
+_METHODS: dict[str, Method] = {
+    "Core/echo": _echo,
+    "Note/get": _note_get,
+    "Note/set": _note_set,
+    "Note/changes": _note_changes,
+}
