@@ -537,10 +537,11 @@ class WsSession:
 
     # ------------------------------------------------------------------ closing
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = 1000, reason: str = "", *, timeout: float | None = None) -> None:
         """Close the session: send a Close frame, wake every blocked caller, join the reader.
 
-        Idempotent, and safe from any thread. Waits up to ``close_timeout`` for the
+        Idempotent, and safe from any thread. Waits up to ``timeout`` (default: the
+        ``close_timeout`` given to :meth:`open`; 0 drops the connection at once) for the
         server's Close reply, then drops the connection. Frames that arrived before are
         still returned by :meth:`next_frame`, which raises :class:`SessionClosed` after.
         """
@@ -555,7 +556,7 @@ class WsSession:
         with self._room:
             self._room.notify_all()
         if threading.current_thread() is not self._reader:
-            self._reader.join(self._close_timeout)
+            self._reader.join(self._close_timeout if timeout is None else timeout)
             if self._reader.is_alive():
                 self._abort()  # the server did not answer our Close: drop the connection
                 self._reader.join()
