@@ -35,6 +35,7 @@ Rules the fetch follows, and why:
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import json
 import logging
@@ -361,6 +362,17 @@ def _parse_session(obj: object, url: str) -> SessionResource:
 # ---------------------------------------------------------------------------- TLS, proxies
 
 
+@functools.cache
+def shared_default_context() -> ssl.SSLContext:
+    """One verifying context trusting the system CAs, made once per process.
+
+    Reading the system CA store takes tens of milliseconds; a reconnecting client would
+    pay it at every connect. A context is safe to share between threads and connections.
+    Treat it as read-only: pass your own ``ssl_context`` to change anything.
+    """
+    return ssl.create_default_context()
+
+
 def make_ssl_context(
     *,
     ssl_context: ssl.SSLContext | None = None,
@@ -371,7 +383,8 @@ def make_ssl_context(
     """The TLS context for discovery and the WebSocket alike; verification always on.
 
     ``ssl_context`` is returned as it is (it may carry its own CA and client
-    certificate); otherwise a default context trusting the system CAs, or only ``cafile``,
+    certificate); with no option, :func:`shared_default_context`; otherwise a new context
+    trusting the system CAs, or only ``cafile``,
     with the client certificate ``certfile`` (and its ``keyfile``, if separate) loaded.
     Raises :class:`ValueError` when both a context and files are given, or a file cannot
     be loaded.
@@ -382,6 +395,8 @@ def make_ssl_context(
         return ssl_context
     if keyfile and not certfile:
         raise ValueError("keyfile needs certfile")
+    if not (cafile or certfile):
+        return shared_default_context()
     try:
         context = ssl.create_default_context(cafile=cafile)
         if certfile:

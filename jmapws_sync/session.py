@@ -247,7 +247,8 @@ class WsSession:
 
         ``max_concurrent_requests`` limits ``call()`` s in flight (defaults to the
         Session resource's ``maxConcurrentRequests`` when ``session`` is given).
-        ``ssl_context`` defaults to :func:`ssl.create_default_context` (verification on).
+        ``ssl_context`` defaults to a shared :func:`ssl.create_default_context` (verification
+        on).
         ``proxy`` is ``"http://[user:pass@]host:port"``; ``None`` takes ``https_proxy`` /
         ``http_proxy`` / ``no_proxy`` from the environment, ``""`` means no proxy.
 
@@ -270,9 +271,12 @@ class WsSession:
         }
         if proxy is not None:
             options.update(_proxy_options(proxy))
-        context = ssl_context or ssl.create_default_context()
+        if ssl_context is None and scheme == "wss":
+            from .discovery import shared_default_context  # noqa: PLC0415 (import cycle)
+
+            ssl_context = shared_default_context()
         ws: Any = websocket.WebSocket(
-            sslopt={"context": context},
+            sslopt={"context": ssl_context} if ssl_context is not None else None,
             enable_multithread=True,
             skip_utf8_validation=True,  # we decode strictly ourselves, in C
         )

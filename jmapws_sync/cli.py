@@ -1,0 +1,431 @@
+"""The ``jmapws-sync`` command (also ``python -m jmapws_sync``).
+
+Subcommands: ``session``, ``call``, ``listen``, ``serve`` and ``demo``; ``--help`` on each.
+Secrets never go on the command line for the client commands: the password or token comes
+from an environment variable, a file, or a prompt.
+
+Exit statuses: 0 success; 1 another jmapws_sync error; 2 usage or input error;
+3 authentication refused; 4 connection failed (transport, handshake, timeout);
+5 the server rejected the request; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import getpass
+import json
+import logging
+import os
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from . import __version__
+from .auth import Auth, BasicAuth, BearerAuth
+from .codec import CLIENT_FRAMES, decode, encode
+from .discovery import connect, fetch_session
+from .errors import (
+    AuthenticationError,
+    HandshakeError,
+    JmapWsError,
+    MethodError,
+    RequestFailed,
+    SessionError,
+    TransportError,
+)
+from .frames import CORE, Request, RequestBuilder, StateChange
+from .session import WsSession
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_CONNECT, EXIT_REQUEST = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130
+
+_EPILOG = """\
+credentials: --user NAME takes the password from $JMAP_PASSWORD (or --password-env VAR,
+--password-file FILE, or a prompt); --token-env VAR / --token-file FILE give a bearer token.
+
+exit status: 0 ok, 1 other error, 2 usage or input error, 3 authentication refused,
+4 connection failed, 5 request rejected by the server, 130 interrupted.
+"""
+
+
+class UsageError(Exception):
+    """Bad command-line input; exits with status 2."""
+
+
+# ---------------------------------------------------------------------- credentials
+
+
+def _read_secret_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _auth(args: argparse.Namespace) -> Auth | None:
+    """Build the auth from options that keep secrets out of argv."""
+    if args.token_env or args.token_file:
+        if args.token_file:
+            token = _read_secret_file(args.token_file)
+        else:
+            token = os.environ.get(args.token_env, "")
+            if not token:
+                raise UsageError(f"environment variable {args.token_env} is not set")
+        return BearerAuth(token)
+    if not args.user:
+        return None
+    if args.password_file:
+        password = _read_secret_file(args.password_file)
+    elif os.environ.get(args.password_env):
+        password = os.environ[args.password_env]
+    elif sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.user}: ")
+    else:
+        raise UsageError(
+            f"no password for {args.user}: set ${args.password_env}, or use --password-file"
+        )
+    return BasicAuth(args.user, password)
+
+
+def _connect_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"timeout": args.timeout}
+    if args.cafile:
+        options["cafile"] = args.cafile
+    if args.proxy is not None:
+        options["proxy"] = args.proxy
+    if args.allow_missing_subprotocol:
+        options["require_subprotocol"] = False
+    return options
+
+
+# ---------------------------------------------------------------------- subcommands
+
+
+def _cmd_session(args: argparse.Namespace, out: TextIO) -> int:
+    options = _connect_options(args)
+    options.pop("require_subprotocol", None)
+    resource = fetch_session(args.url, auth=_auth(args), **options)
+    if args.json:
+        json.dump(resource.raw, out, indent=2, sort_keys=True)
+        out.write("\n")
+        return EXIT_OK
+    ws = resource.websocket
+    print(f"session url:  {resource.url}", file=out)
+    print(f"username:     {resource.username}", file=out)
+    print(f"state:        {resource.state}", file=out)
+    print(f"api url:      {resource.api_url}", file=out)
+    if ws is None:
+        print("websocket:    (not offered)", file=out)
+    else:
+        push = "push supported" if ws.supports_push else "no push"
+        print(f"websocket:    {ws.url} ({push})", file=out)
+    print("capabilities:", file=out)
+    for urn in sorted(resource.capabilities):
+        print(f"  {urn}", file=out)
+    print("accounts:", file=out)
+    primary: dict[str, list[str]] = {}
+    for urn, account_id in resource.primary_accounts.items():
+        primary.setdefault(account_id, []).append(urn)
+    for account_id, account in sorted(resource.accounts.items()):
+        marks = f" (primary for {len(primary[account_id])})" if account_id in primary else ""
+        print(f"  {account_id}  {account.name}{marks}", file=out)
+    return EXIT_OK
+
+
+def _read_request(source: str) -> Request:
+    if source == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            with open(source, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as exc:
+            raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"the request is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise UsageError("the request must be a JSON object with using and methodCalls")
+    obj.setdefault("@type", "Request")
+    frame = decode(json.dumps(obj), accept=CLIENT_FRAMES)
+    if not isinstance(frame, Request):
+        raise UsageError("the request must be a JMAP Request: using and methodCalls (RFC 8620)")
+    return frame
+
+
+def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
+    request = _read_request(args.file)
+    with connect(args.url, auth=_auth(args), **_connect_options(args)) as ws:
+        response = ws.call(request, timeout=args.timeout)
+    json.dump(json.loads(encode(response)), out, indent=2)
+    out.write("\n")
+    return EXIT_OK
+
+
+def _cmd_listen(args: argparse.Namespace, out: TextIO) -> int:
+    types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
+    with connect(args.url, auth=_auth(args), **_connect_options(args)) as ws:
+        ws.enable_push(data_types=types)
+        for change in ws.changes():
+            out.write(encode(change) + "\n")
+            out.flush()
+    return EXIT_OK
+
+
+def _parse_users(values: Sequence[str]) -> dict[str, str]:
+    users: dict[str, str] = {}
+    for value in values:
+        name, sep, secret = value.partition(":")
+        if not sep or not name or not secret:
+            raise UsageError(f"--user takes NAME:SECRET, got {name or value!r}:…")
+        users[name] = secret
+    return users
+
+
+def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from .testing import ReferenceServer  # noqa: PLC0415 - the server extra, only here
+
+    users = _parse_users(args.user) if args.user else {"alice": "secret"}
+    server = ReferenceServer(host="127.0.0.1", port=args.port, users=users)
+    server.start()
+    print(f"reference JMAP server on {server.base_url}", file=out)
+    print(f"  session: {server.session_url}", file=out)
+    print(f"  users:   {', '.join(sorted(users))}", file=out)
+    print("press Ctrl-C to stop", file=out)
+    out.flush()
+    server.serve_forever()
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- demo
+
+
+def _post_api(api_url: str, user: str, password: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A Note/set over plain HTTP, standing for 'another client somewhere else'."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request = urllib.request.Request(  # noqa: S310 - a loopback http URL we built
+        api_url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310
+        result: dict[str, Any] = json.load(reply)
+    return result
+
+
+def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from .testing import NOTES, ReferenceServer  # noqa: PLC0415 - the server extra
+
+    user, password = "alice", "demo-password"
+    step_no = 0
+
+    def step(title: str, action: Callable[[], Any]) -> Any:
+        nonlocal step_no
+        step_no += 1
+        start = time.perf_counter()
+        result = action()
+        elapsed = (time.perf_counter() - start) * 1000
+        print(f"{step_no:2d}. {title:<64} {elapsed:8.1f} ms", file=out)
+        out.flush()
+        return result
+
+    def note(text: str) -> None:
+        print(f"    {text}", file=out)
+
+    with ReferenceServer(users={user: password}) as server:
+        auth = BasicAuth(user, password)
+        print(f"jmapws-sync {__version__} demo: a reference server on {server.base_url}", file=out)
+        ws: WsSession = step(
+            "discover the Session resource and open the WebSocket",
+            lambda: connect(server.base_url, auth=auth, timeout=10),
+        )
+        resource = ws.session
+        if resource is None or resource.websocket is None:  # connect() guarantees both
+            raise SessionError("no Session resource after connect()")
+        account = resource.primary_account(NOTES)
+        note(f"GET {server.base_url}/.well-known/jmap -> {resource.url}")
+        note(f"websocket {resource.websocket.url}, account {account}")
+
+        builder = RequestBuilder(using=[CORE])
+        echo = builder.call("Core/echo", {"hello": "world"})
+        reply = step("call Core/echo and wait for the answer", lambda: ws.call(builder.build()))
+        note(f"answer: {json.dumps(reply.get(echo.call_id))}")
+
+        def enable() -> None:
+            ws.enable_push()
+            ws.call(builder.build())  # a round trip: the server has enabled push
+
+        step("enable push (WebSocketPushEnable) and confirm with a round trip", enable)
+        change_body = {
+            "using": [CORE, NOTES],
+            "methodCalls": [
+                ["Note/set", {"accountId": account, "create": {"n": {"title": "hi"}}}, "0"]
+            ],
+        }
+
+        def change_and_wait() -> StateChange:
+            _post_api(server.api_url, user, password, change_body)
+            return next(ws.changes(timeout=10))
+
+        change = step(
+            "another client creates a Note over HTTP; a StateChange arrives", change_and_wait
+        )
+        note(f"changed {json.dumps(change.changed)}, pushState {change.push_state}")
+        resume_from = ws.push_state
+
+        def drop() -> str:
+            server.reset_all()
+            try:
+                ws.next_frame(timeout=10)
+            except TransportError as exc:
+                return type(exc).__name__
+            return "no error"
+
+        outcome = step("the connection drops (the server resets TCP)", drop)
+        note(f"next_frame() raised {outcome}; the session is finished")
+        ws.close()
+
+        for title in ("written while we were away", "and another"):
+            _post_api(
+                server.api_url,
+                user,
+                password,
+                {
+                    "using": [CORE, NOTES],
+                    "methodCalls": [
+                        ["Note/set", {"accountId": account, "create": {"n": {"title": title}}}, "0"]
+                    ],
+                },
+            )
+        note("meanwhile two more Notes are created over HTTP")
+
+        def resume() -> StateChange:
+            again = connect(server.base_url, auth=auth, timeout=10)
+            try:
+                again.enable_push(push_state=resume_from)
+                return next(again.changes(timeout=10))
+            finally:
+                again.close()
+
+        replay = step(f"reconnect and resume push from pushState {resume_from}", resume)
+        note(f"replayed {json.dumps(replay.changed)}, pushState {replay.push_state}")
+    print("done: discovery, call, push, a dropped connection and a resume.", file=out)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- wiring
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", help="server base URL (https://host) or Session resource URL")
+    parser.add_argument("--user", help="user name for HTTP Basic auth")
+    parser.add_argument(
+        "--password-env",
+        default="JMAP_PASSWORD",
+        metavar="VAR",
+        help="environment variable holding the password (default: JMAP_PASSWORD)",
+    )
+    parser.add_argument("--password-file", metavar="FILE", help="file holding the password")
+    parser.add_argument("--token-env", metavar="VAR", help="environment variable with a token")
+    parser.add_argument("--token-file", metavar="FILE", help="file holding a bearer token")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds (default: 30)")
+    parser.add_argument("--cafile", help="CA bundle to verify the server's certificate")
+    parser.add_argument("--proxy", help="HTTP proxy URL ('' for none; default: environment)")
+    parser.add_argument(
+        "--allow-missing-subprotocol",
+        action="store_true",
+        help="accept servers that do not echo the 'jmap' subprotocol",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, exposed for documentation tools and tests."""
+    parser = argparse.ArgumentParser(
+        prog="jmapws-sync",
+        description="JMAP over WebSocket (RFC 8887) from the command line.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    p = add("session", "print the server's JMAP Session resource")
+    _client_options(p)
+    p.add_argument("--json", action="store_true", help="print the raw resource as JSON")
+    p.set_defaults(func=_cmd_session)
+
+    p = add("call", "send one JMAP request (JSON from FILE or stdin) and print the response")
+    _client_options(p)
+    p.add_argument("file", nargs="?", default="-", help="request JSON file, or - for stdin")
+    p.set_defaults(func=_cmd_call)
+
+    p = add("listen", "print StateChange pushes as JSON lines until interrupted")
+    _client_options(p)
+    p.add_argument("--types", help="comma-separated data types (default: all)")
+    p.set_defaults(func=_cmd_listen)
+
+    p = add("serve", "run the reference JMAP server in the foreground (for local testing)")
+    p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default: 8080)")
+    p.add_argument(
+        "--user",
+        action="append",
+        metavar="NAME:SECRET",
+        help="a user and password (repeatable; default alice:secret); test servers only",
+    )
+    p.set_defaults(func=_cmd_serve)
+
+    p = add("demo", "start a reference server in-process and walk through the library")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def _exit_status(exc: BaseException) -> int:
+    if isinstance(exc, AuthenticationError):
+        return EXIT_AUTH
+    if isinstance(exc, TransportError | HandshakeError | TimeoutError | SessionError):
+        return EXIT_CONNECT
+    if isinstance(exc, RequestFailed | MethodError):
+        return EXIT_REQUEST
+    return EXIT_ERROR
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Run the command; return its exit status (``sys.exit(main())`` in the script)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    stream = out if out is not None else sys.stdout
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        status: int = args.func(args, stream)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED if args.command not in ("listen", "serve") else EXIT_OK
+    except UsageError as exc:
+        print(f"jmapws-sync: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (JmapWsError, TimeoutError) as exc:
+        if args.debug:
+            raise
+        print(f"jmapws-sync: error: {exc}", file=sys.stderr)
+        return _exit_status(exc)
+    return status

@@ -1,0 +1,216 @@
+"""The jmapws-sync command: every subcommand's success and failure exit codes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import jmapws_sync as jws
+from jmapws_sync.cli import main
+from jmapws_sync.testing import ReferenceServer
+
+from .conftest import USERS
+
+ECHO = {"using": [jws.CORE], "methodCalls": [["Core/echo", {"x": 1}, "c0"]]}
+
+
+@pytest.fixture
+def alice_env(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Alice's password in $JMAP_PASSWORD; the options that name her."""
+    monkeypatch.setenv("JMAP_PASSWORD", USERS["alice"])
+    return ["--user", "alice", "--timeout", "5"]
+
+
+def run(argv: list[str]) -> tuple[int, str]:
+    out = io.StringIO()
+    return main(argv, out=out), out.getvalue()
+
+
+def test_demo_walks_through_every_step() -> None:
+    """`demo` prints each step with its timing and exits 0."""
+    status, text = run(["demo"])
+    assert status == 0
+    for phrase in ("discover", "Core/echo", "enable push", "StateChange", "drops", "resume"):
+        assert phrase in text
+    assert " ms" in text
+    assert text.rstrip().endswith("a resume.")
+
+
+def test_session_prints_the_resource(server: ReferenceServer, alice_env: list[str]) -> None:
+    """`session` prints the WebSocket URL and accounts; --json the raw resource."""
+    status, text = run(["session", server.base_url, *alice_env])
+    assert status == 0
+    assert server.ws_url in text
+    assert "a-alice" in text
+    status, text = run(["session", server.base_url, *alice_env, "--json"])
+    assert status == 0
+    assert json.loads(text)["username"] == "alice"
+
+
+def test_call_from_file_and_stdin(
+    server: ReferenceServer, alice_env: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`call` reads a request from a file or stdin and prints the Response."""
+    request = tmp_path / "req.json"
+    request.write_text(json.dumps(ECHO))
+    status, text = run(["call", server.base_url, str(request), *alice_env])
+    assert status == 0
+    assert json.loads(text)["methodResponses"] == [["Core/echo", {"x": 1}, "c0"]]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(ECHO)))
+    status, text = run(["call", server.base_url, "-", *alice_env])
+    assert status == 0
+    assert json.loads(text)["@type"] == "Response"
+
+
+def test_token_from_file(server: ReferenceServer, tmp_path: Path) -> None:
+    """A bearer token is read from --token-file."""
+    server.set_token("tok-123", "alice")
+    token = tmp_path / "token"
+    token.write_text("tok-123\n")
+    status, _ = run(["session", server.base_url, "--token-file", str(token)])
+    assert status == 0
+
+
+def test_wrong_password_exits_3_with_one_line(
+    server: ReferenceServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused credentials: status 3, one error line, no traceback, no secret."""
+    monkeypatch.setenv("JMAP_PASSWORD", "wrong-secret-xyz")
+    status, _ = run(["session", server.base_url, "--user", "alice", "--timeout", "5"])
+    err = capsys.readouterr().err
+    assert status == 3
+    assert err.count("\n") == 1
+    assert err.startswith("jmapws-sync: error:")
+    assert "wrong-secret-xyz" not in err
+
+
+def test_unreachable_server_exits_4(alice_env: list[str]) -> None:
+    """Nothing listening: status 4."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    status, _ = run(["session", f"http://127.0.0.1:{port}", *alice_env])
+    assert status == 4
+
+
+def test_bad_request_json_exits_2(
+    server: ReferenceServer, alice_env: list[str], tmp_path: Path
+) -> None:
+    """A request file that is not JSON, or not a Request: status 2, before connecting."""
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope")
+    assert run(["call", server.base_url, str(bad), *alice_env])[0] == 2
+    bad.write_text("[1]")
+    assert run(["call", server.base_url, str(bad), *alice_env])[0] == 2
+    assert run(["call", server.base_url, str(tmp_path / "missing"), *alice_env])[0] == 2
+    assert server.requests_seen() == 0
+
+
+def test_rejected_request_exits_5(
+    server: ReferenceServer, alice_env: list[str], tmp_path: Path
+) -> None:
+    """A RequestError from the server: status 5."""
+    request = tmp_path / "req.json"
+    request.write_text(json.dumps({"using": ["urn:nope"], "methodCalls": [["X/y", {}, "c"]]}))
+    assert run(["call", server.base_url, str(request), *alice_env])[0] == 5
+
+
+def test_missing_password_without_a_terminal_exits_2(
+    server: ReferenceServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--user with no password source and no terminal: status 2, not a prompt."""
+    monkeypatch.delenv("JMAP_PASSWORD", raising=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert run(["session", server.base_url, "--user", "alice"])[0] == 2
+
+
+def test_listen_prints_state_changes_until_the_server_closes(
+    server: ReferenceServer, alice_env: list[str]
+) -> None:
+    """`listen` prints StateChange JSON lines; a clean close ends it with status 0."""
+    lines: list[str] = []
+    got_line = threading.Event()
+
+    class Lines(io.StringIO):
+        def write(self, text: str) -> int:
+            lines.append(text)
+            got_line.set()
+            return len(text)
+
+    result: list[int] = []
+    listener = threading.Thread(
+        target=lambda: result.append(
+            main(["listen", server.base_url, *alice_env, "--types", "Note"], out=Lines())
+        )
+    )
+    listener.start()
+    assert server.wait_for_connections(1, timeout=5)
+    # The listener enables push right after connecting; a change made after a round trip
+    # from another session is certain to follow its WebSocketPushEnable.
+    deadline_changes = 0
+    while not got_line.wait(0.2) and deadline_changes < 20:
+        server.change_note("alice", title=f"n{deadline_changes}")
+        deadline_changes += 1
+    assert got_line.is_set()
+    server.close_all(1000)
+    listener.join(5)
+    assert result == [0]
+    change = json.loads(lines[0])
+    assert change["@type"] == "StateChange"
+    assert "a-alice" in change["changed"]
+
+
+@pytest.mark.parametrize("command", ["session", "call", "listen", "serve", "demo"])
+def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--help works on every subcommand (exit 0)."""
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert "usage: jmapws-sync" in capsys.readouterr().out
+
+
+def test_usage_error_exits_2() -> None:
+    """An unknown subcommand is a usage error (status 2)."""
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
+
+
+def test_serve_runs_in_the_foreground_until_interrupted() -> None:
+    """`python -m jmapws_sync serve` serves users from --user and stops on Ctrl-C (status 0)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jmapws_sync", "serve", "--port", "0", "--user", "bob:pw-bob"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        base_url = first.rsplit(" ", 1)[-1].strip()
+        assert base_url.startswith("http://127.0.0.1:")
+        resource = jws.fetch_session(base_url, auth=jws.BasicAuth("bob", "pw-bob"), timeout=5)
+        assert resource.username == "bob"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_serve_rejects_a_malformed_user() -> None:
+    """--user without a secret is a usage error (status 2)."""
+    assert run(["serve", "--port", "0", "--user", "nosecret"])[0] == 2
