@@ -389,6 +389,20 @@ def make_ssl_context(
     Raises :class:`ValueError` when both a context and files are given, or a file cannot
     be loaded.
     """
+    return (
+        _custom_context(ssl_context=ssl_context, cafile=cafile, certfile=certfile, keyfile=keyfile)
+        or shared_default_context()
+    )
+
+
+def _custom_context(
+    *,
+    ssl_context: ssl.SSLContext | None,
+    cafile: str | None,
+    certfile: str | None,
+    keyfile: str | None,
+) -> ssl.SSLContext | None:
+    """The context the options ask for, or None for the shared default (made when needed)."""
     if ssl_context is not None:
         if cafile or certfile or keyfile:
             raise ValueError("pass either ssl_context or cafile/certfile/keyfile, not both")
@@ -396,7 +410,7 @@ def make_ssl_context(
     if keyfile and not certfile:
         raise ValueError("keyfile needs certfile")
     if not (cafile or certfile):
-        return shared_default_context()
+        return None
     try:
         context = ssl.create_default_context(cafile=cafile)
         if certfile:
@@ -557,7 +571,7 @@ def _get(
     headers: Mapping[str, str],
     *,
     proxy: _Proxy | None,
-    context: ssl.SSLContext,
+    context: ssl.SSLContext | None,
     deadline: float | None,
     timeout: float | None,
 ) -> _Reply:
@@ -568,6 +582,7 @@ def _get(
     conn: http.client.HTTPConnection
     send = dict(headers)
     if parts.scheme == "https":
+        context = context or shared_default_context()
         if proxy is None:
             conn = http.client.HTTPSConnection(host, port, timeout=left, context=context)
         else:
@@ -660,7 +675,7 @@ def fetch_session(
     or :class:`TimeoutError`; :class:`ValueError` for a URL or option that makes no sense.
     """
     current = _session_url(url)
-    context = make_ssl_context(
+    context = _custom_context(
         ssl_context=ssl_context, cafile=cafile, certfile=certfile, keyfile=keyfile
     )
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -780,7 +795,7 @@ def connect(
     """
     from .session import WsSession  # noqa: PLC0415  (session.py imports this module's types)
 
-    context = make_ssl_context(
+    context = _custom_context(
         ssl_context=ssl_context, cafile=cafile, certfile=certfile, keyfile=keyfile
     )
     deadline = None if timeout is None else time.monotonic() + timeout
