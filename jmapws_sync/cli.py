@@ -33,6 +33,7 @@ from .errors import (
     JmapWsError,
     MethodError,
     RequestFailed,
+    SessionClosed,
     SessionError,
     TransportError,
 )
@@ -398,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _exit_status(exc: BaseException) -> int:
+    if isinstance(exc, SessionClosed) and exc.cause is not None:
+        return _exit_status(exc.cause)  # the session ended earlier: report why
     if isinstance(exc, AuthenticationError):
         return EXIT_AUTH
     if isinstance(exc, TransportError | HandshakeError | TimeoutError | SessionError):

@@ -214,3 +214,30 @@ def test_serve_runs_in_the_foreground_until_interrupted() -> None:
 def test_serve_rejects_a_malformed_user() -> None:
     """--user without a secret is a usage error (status 2)."""
     assert run(["serve", "--port", "0", "--user", "nosecret"])[0] == 2
+
+
+@pytest.mark.parametrize("command", ["session", "call", "listen"])
+def test_client_commands_fail_with_status_3_on_refused_credentials(
+    command: str, server: ReferenceServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Each client subcommand maps refused credentials to status 3."""
+    monkeypatch.setenv("JMAP_PASSWORD", "not-the-password")
+    request = tmp_path / "req.json"
+    request.write_text(json.dumps(ECHO))
+    extra = [str(request)] if command == "call" else []
+    assert run([command, server.base_url, *extra, "--user", "alice", "--timeout", "5"])[0] == 3
+
+
+def test_listen_against_a_dropped_connection_exits_4(
+    server: ReferenceServer, alice_env: list[str]
+) -> None:
+    """A listener whose connection is reset ends with status 4."""
+    result: list[int] = []
+    listener = threading.Thread(
+        target=lambda: result.append(main(["listen", server.base_url, *alice_env]))
+    )
+    listener.start()
+    assert server.wait_for_connections(1, timeout=5)
+    server.reset_all()
+    listener.join(10)
+    assert result == [4]
