@@ -61,6 +61,13 @@ from .frames import (
     WebSocketPushDisable,
     WebSocketPushEnable,
 )
+from .reconnect import (
+    Backoff,
+    ConnectionLost,
+    KeepaliveTimeout,
+    ReconnectInfo,
+    ReconnectingSession,
+)
 from .session import WsSession
 
 __version__ = "0.1.0"
@@ -76,20 +83,25 @@ __all__ = [
     "Account",
     "Auth",
     "AuthenticationError",
+    "Backoff",
     "BasicAuth",
     "BearerAuth",
     "ConnectionClosedError",
+    "ConnectionLost",
     "CoreCapability",
     "Frame",
     "HandshakeError",
     "InsecureWebSocketUrl",
     "Invocation",
     "JmapWsError",
+    "KeepaliveTimeout",
     "MessageTooLarge",
     "MethodError",
     "ParseError",
     "ProtocolViolation",
     "PushUnavailable",
+    "ReconnectInfo",
+    "ReconnectingSession",
     "Request",
     "RequestBuilder",
     "RequestError",

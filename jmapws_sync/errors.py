@@ -13,7 +13,9 @@ chained (``raise ... from exc``), so ``__cause__`` keeps the original for debugg
      ├── TransportError            the connection is gone; raised once, SessionClosed after
      │    ├── ConnectionClosedError  the server closed with a code other than 1000/1001
      │    ├── MessageTooLarge        a message exceeded max_message_size (we closed with 1009)
-     │    └── WebSocketProtocolError bad RFC 6455 framing (1002) or bad UTF-8 (1007)
+     │    ├── WebSocketProtocolError bad RFC 6455 framing (1002) or bad UTF-8 (1007)
+     │    ├── ConnectionLost         (reconnect.py) a call in flight when the connection broke
+     │    └── KeepaliveTimeout       (reconnect.py) the peer showed no sign of life in time
      ├── ProtocolViolation          a binary message (RFC 8887 §4.3); the stream is still usable
      │    └── StarvationError       too many consecutive non-text messages; still usable
      ├── ParseError                 a text message that is not a JSON object; still usable
