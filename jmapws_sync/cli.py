@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from . import __version__
 from .auth import Auth, BasicAuth, BearerAuth
 from .codec import CLIENT_FRAMES, decode, encode
-from .discovery import connect, fetch_session
+from .discovery import connect, fetch_session, make_ssl_context
 from .errors import (
     AuthenticationError,
     HandshakeError,
@@ -38,6 +38,7 @@ from .errors import (
     TransportError,
 )
 from .frames import CORE, Request, RequestBuilder, StateChange
+from .reconnect import ReconnectInfo, ReconnectingSession
 from .session import WsSession
 
 __all__ = ["main"]
@@ -172,9 +173,29 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_listen(args: argparse.Namespace, out: TextIO) -> int:
     types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
-    with connect(args.url, auth=_auth(args), **_connect_options(args)) as ws:
-        ws.enable_push(data_types=types)
-        for change in ws.changes():
+
+    def reconnected(info: ReconnectInfo) -> None:
+        how = f"resumed from pushState {info.push_state}" if info.push_resumed else "push on"
+        print(
+            f"jmapws-sync: reconnected after {info.downtime:.1f} s ({how})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    context = make_ssl_context(cafile=args.cafile) if args.cafile else None
+    with ReconnectingSession(
+        args.url,
+        auth=_auth(args),
+        push=True,
+        data_types=types,
+        on_reconnect=reconnected,
+        connect_timeout=args.timeout,
+        ssl_context=context,
+        proxy=args.proxy,
+        require_subprotocol=not args.allow_missing_subprotocol,
+    ) as rs:
+        rs.wait_connected(timeout=args.timeout)
+        for change in rs.changes():
             out.write(encode(change) + "\n")
             out.flush()
     return EXIT_OK
@@ -378,7 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", default="-", help="request JSON file, or - for stdin")
     p.set_defaults(func=_cmd_call)
 
-    p = add("listen", "print StateChange pushes as JSON lines until interrupted")
+    p = add(
+        "listen",
+        "print StateChange pushes as JSON lines until interrupted; reconnects by itself",
+    )
     _client_options(p)
     p.add_argument("--types", help="comma-separated data types (default: all)")
     p.set_defaults(func=_cmd_listen)
