@@ -138,7 +138,7 @@ from .errors import (
     SessionError,
     TransportError,
 )
-from .frames import Frame, Request, Response, StateChange
+from .frames import CORE, Frame, Invocation, Request, Response, StateChange
 from .session import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_QUEUE, WsSession, _safe_url
 
 __all__ = [
@@ -342,6 +342,9 @@ class _Attempt:
         self.fingerprint: str | None = None
 
 
+_PUSH_BARRIER = Request(using=[CORE], method_calls=[Invocation("Core/echo", {}, "push")])
+
+
 def _fingerprint(headers: Mapping[str, str]) -> str:
     """A digest that tells two sets of credentials apart without keeping them."""
     text = "\n".join(f"{k.lower()}: {v}" for k, v in sorted(headers.items()))
@@ -490,7 +493,8 @@ class ReconnectingSession:
         return self._closing or self._final is not None
 
     def wait_connected(self, timeout: float | None = None) -> None:
-        """Block until a connection is up.
+        """Block until a connection is up (with ``push``: and the server has enabled push,
+        so no change made after this returns can be missed).
 
         Raises :class:`TimeoutError`, the fatal error that ended the session, or
         :class:`~jmapws_sync.SessionClosed` after :meth:`close`.
@@ -948,6 +952,10 @@ class ReconnectingSession:
         if push:
             try:
                 inner.enable_push(types, state)  # RFC 8887 §4.3.5.2: replay from pushState
+                # One round trip (Core/echo, which every server has, RFC 8620 §4): once it
+                # is answered the server has handled the enable, so "connected" means
+                # "push is on" and no change made after wait_connected() can be missed.
+                inner.call(_PUSH_BARRIER, timeout=self._connect_timeout)
             except BaseException:
                 inner.close(timeout=0)
                 raise
