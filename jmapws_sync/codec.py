@@ -40,6 +40,7 @@ __all__ = [
     "converter",
     "decode",
     "encode",
+    "encode_bytes",
 ]
 
 #: Anything :func:`decode` can return.
@@ -210,14 +211,7 @@ _dumps = json.JSONEncoder(
 _loads = json.loads
 
 
-def encode(frame: Encodable, id: str | int | None = None) -> str:  # noqa: A002 - RFC name
-    """Serialise ``frame`` to the text of one WebSocket message.
-
-    ``"@type"`` is added from the frame's class; for a :class:`Request`, ``id`` becomes
-    the request ``id`` that the server echoes as ``requestId`` (RFC 8887 §4.3.1).
-    Raises :class:`ValueError` for a frame that cannot be encoded (for example a
-    method argument that is not JSON-serialisable).
-    """
+def _body(frame: Encodable, id: str | int | None) -> tuple[str, dict[str, Any]]:  # noqa: A002
     type_name = _TYPE_OF.get(type(frame))
     if type_name is None:
         raise TypeError(f"cannot encode a {type(frame).__name__} frame")
@@ -229,9 +223,27 @@ def encode(frame: Encodable, id: str | int | None = None) -> str:  # noqa: A002 
         if type(id) is not str and type(id) is not int:
             raise ValueError("a request id is a string (or an integer)")
         body["id"] = id
+    return type_name, body
+
+
+def encode(frame: Encodable, id: str | int | None = None) -> str:  # noqa: A002 - RFC name
+    """Serialise ``frame`` to the text of one WebSocket message.
+
+    ``"@type"`` is added from the frame's class; for a :class:`Request`, ``id`` becomes
+    the request ``id`` that the server echoes as ``requestId`` (RFC 8887 §4.3.1).
+    Raises :class:`ValueError` for a frame that cannot be encoded (a method argument that
+    is not JSON-serialisable, a NaN, a string with a lone surrogate).
+    """
+    data = encode_bytes(frame, id)
+    return data.decode("utf-8")
+
+
+def encode_bytes(frame: Encodable, id: str | int | None = None) -> bytes:  # noqa: A002
+    """:func:`encode`, as the UTF-8 bytes that go on the wire (what the session sends)."""
+    type_name, body = _body(frame, id)
     try:
-        return _dumps(body)
-    except (TypeError, ValueError) as exc:
+        return _dumps(body).encode("utf-8")  # a lone surrogate passes json, fails here
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise ValueError(f"cannot encode {type_name}: {exc}") from exc
 
 
@@ -248,8 +260,10 @@ def decode(text: str, *, accept: Mapping[str, type] = SERVER_FRAMES) -> Decoded:
     """
     try:
         obj = _loads(text)
-    except ValueError as exc:  # JSONDecodeError, and RecursionError's cousin for depth
-        raise ParseError(f"text message is not JSON ({exc.msg})") from None  # type: ignore[attr-defined]
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"text message is not JSON ({exc.msg})") from None
+    except ValueError:  # e.g. an integer beyond int's digit limit (CVE-2020-10735)
+        raise ParseError("text message is not acceptable JSON (a number too long)") from None
     except RecursionError:
         raise ParseError("text message is nested too deeply") from None
     if type(obj) is not dict:

@@ -736,7 +736,7 @@ def _read_reply(url: str, reply: _Reply) -> SessionResource:
         raise SessionError(f"the Session resource at {safe} is larger than {MAX_SESSION_SIZE}")
     try:
         obj = json.loads(reply.body, parse_constant=_reject_constant)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, depth
         raise SessionError(f"the Session resource at {safe} is not valid JSON") from exc
     return _parse_session(obj, url)
 

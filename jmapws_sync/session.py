@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import math
 import queue
 import socket
 import ssl
@@ -36,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 import websocket
 
 from .auth import Auth
-from .codec import decode, encode
+from .codec import decode, encode_bytes
 from .errors import (
     AuthenticationError,
     ConnectionClosedError,
@@ -195,6 +196,7 @@ class WsSession:
         self._queue: queue.Queue[Frame | BaseException | _End] = queue.Queue()
         self._held: collections.deque[Frame] = collections.deque()
         self._send_lock = threading.Lock()
+        self._send_timeout = 0  # SO_SNDTIMEO now set, whole seconds; 0 means none
         self._room = threading.Condition(threading.Lock())
         self._paused = False
         self._pending: dict[str, _Waiter] = {}
@@ -280,33 +282,30 @@ class WsSession:
             enable_multithread=True,
             skip_utf8_validation=True,  # we decode strictly ourselves, in C
         )
+        # websocket-client's timeout bounds each socket operation, not the handshake: a
+        # server trickling its answer a byte at a time would hold us forever. A watchdog
+        # shuts the socket down at the deadline (as discovery's fetch does).
+        expired = threading.Event()
+        watchdog = None
+        if timeout is not None:
+            watchdog = threading.Timer(timeout, _expire_handshake, args=(ws, expired))
+            watchdog.name = "jmapws-handshake-watchdog"
+            watchdog.daemon = True
+            watchdog.start()
         try:
             ws.connect(url, **options)
-        except websocket.WebSocketBadStatusException as exc:
-            status = exc.status_code
-            if status in (401, 403):
-                challenge = (exc.resp_headers or {}).get("www-authenticate", "")
-                scheme_name = challenge.split(None, 1)[0] if challenge else None
-                raise AuthenticationError(
-                    f"{safe} refused the credentials (HTTP {status})",
-                    status=status,
-                    scheme=scheme_name,
-                ) from None
-            raise HandshakeError(
-                f"{safe} refused the WebSocket upgrade (HTTP {status})", status=status
-            ) from None
-        except (TimeoutError, websocket.WebSocketTimeoutException) as exc:
-            raise TimeoutError(f"connecting to {safe} timed out") from exc
-        except ssl.SSLError as exc:
-            raise TransportError(f"TLS failure connecting to {safe}: {exc.reason}") from exc
-        except (
-            OSError,
-            websocket.WebSocketAddressException,
-            websocket.WebSocketProxyException,
-        ) as exc:
-            raise TransportError(f"cannot connect to {safe}: {exc}") from exc
-        except websocket.WebSocketException as exc:
-            raise HandshakeError(f"invalid WebSocket handshake from {safe}: {exc}") from exc
+        except (OSError, websocket.WebSocketException) as exc:
+            if expired.is_set():
+                raise TimeoutError(
+                    f"the handshake with {safe} took longer than {timeout} s"
+                ) from exc
+            raise _connect_error(exc, safe) from exc
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+        if expired.is_set():  # fired just as the handshake finished: the socket is gone
+            ws.shutdown()
+            raise TimeoutError(f"the handshake with {safe} took longer than {timeout} s")
         chosen = (ws.getheaders() or {}).get("sec-websocket-protocol")
         if chosen is not None and chosen.strip().lower() != "jmap":
             ws.shutdown()
@@ -331,9 +330,15 @@ class WsSession:
     # ------------------------------------------------------------------ sending
 
     def send_text(self, text: str) -> None:
-        """Send one raw text message, for extensions (e.g. ``ChatStreamEnable``)."""
-        with self._send_lock:
-            self._send_locked(text)
+        """Send one raw text message, for extensions (e.g. ``ChatStreamEnable``).
+
+        Raises :class:`ValueError` for text that is not valid Unicode (lone surrogates).
+        """
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"text cannot be sent as UTF-8: {exc.reason}") from None
+        self._send(_TEXT, data)
 
     def send_request(self, request: Request, id: str | int | None = None) -> None:  # noqa: A002
         """Send ``request`` as a ``Request`` frame; the server echoes ``id`` as ``requestId``.
@@ -342,9 +347,7 @@ class WsSession:
         by digits and a dot are reserved for :meth:`call`. Raises :class:`ValueError` for a
         request that cannot be encoded.
         """
-        text = encode(request, id)
-        with self._send_lock:
-            self._send_locked(text)
+        self._send(_TEXT, encode_bytes(request, id))
 
     def enable_push(
         self, data_types: list[str] | tuple[str, ...] | None = None, push_state: str | None = None
@@ -359,35 +362,48 @@ class WsSession:
         ws_cap = self.session.websocket if self.session is not None else None
         if ws_cap is not None and not ws_cap.supports_push:
             raise PushUnavailable("the server's Session resource says supportsPush: false")
-        text = encode(WebSocketPushEnable(data_types=data_types, push_state=push_state))
-        with self._send_lock:
-            self._send_locked(text)
+        frame = WebSocketPushEnable(data_types=data_types, push_state=push_state)
+        self._send(_TEXT, encode_bytes(frame))
 
     def disable_push(self) -> None:
         """Ask the server to stop pushing (RFC 8887 §4.3.5.3).
 
         StateChange frames already on their way still arrive.
         """
-        text = encode(WebSocketPushDisable())
-        with self._send_lock:
-            self._send_locked(text)
+        self._send(_TEXT, encode_bytes(WebSocketPushDisable()))
 
     def ping(self, payload: bytes = b"") -> None:
         """Send a WebSocket Ping; the reader updates :attr:`last_activity` on the Pong."""
+        self._send(_PING, payload)
+
+    def _send(self, opcode: int, payload: bytes, deadline: float | None = None) -> None:
         with self._send_lock:
             self._check_open()
-            try:
-                self._ws.ping(payload)
-            except (OSError, websocket.WebSocketException) as exc:
-                self._abort()
-                raise TransportError(f"sending to {self._url} failed: {exc}") from exc
+            self._write(opcode, payload, deadline)
 
-    def _send_locked(self, text: str) -> None:
-        self._check_open()
+    def _write(self, opcode: int, payload: bytes, deadline: float | None = None) -> None:
+        """Under the send lock: frame (masked, RFC 6455 §5.3) and send one message.
+
+        The frame goes straight to the socket, not through websocket-client's send, so
+        that a deadline can bound it: SO_SNDTIMEO makes a send that makes no progress
+        fail (websocket-client would wait for writability without a bound). A send that
+        fails half-way leaves a partial frame behind, so the connection is dropped.
+        """
+        frame = websocket.ABNF.create_frame(payload, opcode).format()
+        seconds = 0 if deadline is None else max(1, math.ceil(deadline - time.monotonic()))
         try:
-            self._ws.send(text)
-        except (OSError, websocket.WebSocketException) as exc:
+            if seconds != self._send_timeout:
+                self._sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, 0)
+                )
+                self._send_timeout = seconds
+            self._sock.sendall(frame)
+        except OSError as exc:
             self._abort()
+            if isinstance(exc, BlockingIOError | TimeoutError):
+                raise TransportError(
+                    f"sending to {self._url} made no progress for {seconds} s; connection dropped"
+                ) from exc
             raise TransportError(f"sending to {self._url} failed: {exc}") from exc
 
     def _check_open(self) -> None:
@@ -421,16 +437,20 @@ class WsSession:
                 raise TimeoutError("no free request slot (maxConcurrentRequests) in time")
         try:
             request_id = f"{self._call_prefix}{next(self._call_ids)}"
-            text = encode(request, request_id)
+            data = encode_bytes(request, request_id)
             waiter = _Waiter()
-            with self._send_lock:
+            wait = _remaining(deadline)
+            if not self._send_lock.acquire(timeout=-1 if wait is None else max(wait, 0.0)):
+                raise TimeoutError("another thread's send did not finish in time")
+            try:
                 self._check_open()
                 self._pending[request_id] = waiter
-                try:
-                    self._send_locked(text)
-                except TransportError:
-                    self._pending.pop(request_id, None)
-                    raise
+                self._write(_TEXT, data, deadline)
+            except BaseException:
+                self._pending.pop(request_id, None)
+                raise
+            finally:
+                self._send_lock.release()
             if not waiter.wait(_remaining(deadline)):
                 if self._pending.pop(request_id, None) is not None:
                     raise TimeoutError(f"no answer to request {request_id} within {timeout} s")
@@ -549,18 +569,27 @@ class WsSession:
         server's Close reply, then drops the connection. Frames that arrived before are
         still returned by :meth:`next_frame`, which raises :class:`SessionClosed` after.
         """
-        with self._send_lock:
+        wait = max(self._close_timeout if timeout is None else timeout, 0.0)
+        if not self._send_lock.acquire(timeout=wait):
+            # A send is stuck (the server stopped reading): drop the connection to free it.
+            self._closing = True
+            self._abort()
+            self._send_lock.acquire()
+        try:
             first = not self._closing
             self._closing = True
             if first and self._ended is None:
                 try:
-                    self._ws.send_close(code, reason.encode("utf-8"))
-                except (OSError, websocket.WebSocketException) as exc:
+                    body = struct.pack(">H", code) + reason.encode("utf-8")
+                    self._write(_CLOSE, body, time.monotonic() + wait)
+                except TransportError as exc:
                     log.debug("sending Close to %s failed: %s", self._url, exc)
+        finally:
+            self._send_lock.release()
         with self._room:
             self._room.notify_all()
         if threading.current_thread() is not self._reader:
-            self._reader.join(self._close_timeout if timeout is None else timeout)
+            self._reader.join(wait)
             if self._reader.is_alive():
                 self._abort()  # the server did not answer our Close: drop the connection
                 self._reader.join()
@@ -628,8 +657,8 @@ class WsSession:
         with self._send_lock:
             if not self._closing:
                 try:
-                    self._ws.send_close(code)
-                except (OSError, websocket.WebSocketException) as exc:
+                    self._write(_CLOSE, struct.pack(">H", code))
+                except TransportError as exc:
                     log.debug("sending Close %d failed: %s", code, exc)
         return _StreamEnded(error)
 
@@ -692,6 +721,7 @@ class WsSession:
                     raise self._fail(MessageTooLarge(fragments_size, limit), 1009)
                 if length:
                     fragments.append(read(length))
+                    idle = 0  # a fragment with data is progress (bounded by the size limit)
                 else:
                     idle += 1  # an empty fragment makes no progress: it counts like a ping
                     if idle > MAX_CONSECUTIVE_NON_TEXT:
@@ -777,12 +807,13 @@ class WsSession:
                 self._room.notify()
 
     def _pong(self, payload: bytes) -> None:
-        if self._closing:
-            return
-        try:
-            self._ws.pong(payload)
-        except (OSError, websocket.WebSocketException) as exc:
-            log.debug("sending Pong failed: %s", exc)
+        with self._send_lock:
+            if self._closing:
+                return
+            try:
+                self._write(_PONG, payload)  # RFC 6455 §5.5.3: same payload
+            except TransportError as exc:
+                log.debug("sending Pong failed: %s", exc)
 
     def _on_close(self, payload: bytes) -> None:
         """The server sent Close (RFC 6455 §5.5.1): answer it and end the stream."""
@@ -794,9 +825,10 @@ class WsSession:
         self.close_code, self.close_reason = code, reason
         with self._send_lock:
             if not self._closing:
+                echo = code if code not in (1005, 1006, 1015) else 1000  # not sendable
                 try:
-                    self._ws.send_close(code if code not in (1005, 1006, 1015) else 1000)
-                except (OSError, websocket.WebSocketException) as exc:
+                    self._write(_CLOSE, struct.pack(">H", echo))
+                except TransportError as exc:
                     log.debug("answering Close failed: %s", exc)
         if self._closing:
             raise _StreamEnded(None, local=True)
@@ -810,6 +842,43 @@ class WsSession:
                 )
             )
         raise _StreamEnded(ConnectionClosedError(code, reason))
+
+
+def _expire_handshake(ws: Any, expired: threading.Event) -> None:
+    """Watchdog: the handshake's deadline passed; make its blocking read return."""
+    expired.set()
+    sock = ws.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            log.debug("handshake socket already gone at the deadline")
+
+
+def _connect_error(exc: BaseException, safe: str) -> BaseException:
+    """Translate what websocket-client raised while connecting into our tree."""
+    if isinstance(exc, websocket.WebSocketBadStatusException):
+        status = exc.status_code
+        if status in (401, 403):
+            challenge = (exc.resp_headers or {}).get("www-authenticate", "")
+            return AuthenticationError(
+                f"{safe} refused the credentials (HTTP {status})",
+                status=status,
+                scheme=challenge.split(None, 1)[0] if challenge else None,
+            )
+        return HandshakeError(
+            f"{safe} refused the WebSocket upgrade (HTTP {status})", status=status
+        )
+    if isinstance(exc, TimeoutError | websocket.WebSocketTimeoutException):
+        return TimeoutError(f"connecting to {safe} timed out")
+    if isinstance(exc, ssl.SSLError):
+        return TransportError(f"TLS failure connecting to {safe}: {exc.reason}")
+    if isinstance(
+        exc,
+        OSError | websocket.WebSocketAddressException | websocket.WebSocketProxyException,
+    ):
+        return TransportError(f"cannot connect to {safe}: {exc}")
+    return HandshakeError(f"invalid WebSocket handshake from {safe}: {exc}")
 
 
 def _proxy_options(proxy: str) -> dict[str, Any]:
