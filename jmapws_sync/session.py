@@ -495,18 +495,7 @@ class WsSession:
                 return self._held.popleft()
             except IndexError:
                 pass  # another consumer took it; fall through to the queue
-        try:
-            if timeout is None:
-                item = self._queue.get()
-            else:
-                item = self._queue.get(timeout=max(timeout, 0.0))
-        except queue.Empty:
-            raise TimeoutError(f"no frame within {timeout} s") from None
-        if self._paused:
-            self._wake_reader()
-        if type(item) in _FRAME_TYPES:
-            return item  # type: ignore[return-value]
-        return self._deliver_special(item)
+        return self._next_from_queue(timeout)
 
     def _deliver_special(self, item: BaseException | _End | Frame) -> Frame | None:
         if isinstance(item, _End):
@@ -552,7 +541,7 @@ class WsSession:
             else:
                 item = self._queue.get(timeout=max(timeout, 0.0))
         except queue.Empty:
-            raise TimeoutError(f"no state change within the timeout ({timeout} s)") from None
+            raise TimeoutError(f"nothing arrived within {timeout} s") from None
         if self._paused:
             self._wake_reader()
         if type(item) in _FRAME_TYPES:
