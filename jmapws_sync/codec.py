@@ -179,6 +179,32 @@ for _cls in (Request, Response, StateChange, WebSocketPushEnable, WebSocketPushD
         make_dict_unstructure_fn(_cls, converter, _cattrs_omit_if_default=True, **_renames(_cls)),
     )
 
+
+def _state_change(obj: dict[str, Any], _: Any) -> StateChange:
+    # Hand-written for the push hot path; the same checks as the generated hook.
+    push_state = obj.get("pushState")
+    if push_state is not None and type(push_state) is not str:
+        raise TypeError("pushState must be a string")
+    return StateChange(_changed(obj["changed"], None), push_state)
+
+
+def _response(obj: dict[str, Any], _: Any) -> Response:
+    # Hand-written for the call() hot path; the same checks as the generated hook.
+    calls = obj["methodResponses"]
+    if type(calls) is not list:
+        raise TypeError("methodResponses must be an array")
+    created = obj.get("createdIds")
+    return Response(
+        tuple([_invocation(call, None) for call in calls]),
+        _strict_str(obj["sessionState"], None),
+        None if created is None else _string_map(created, None),
+        _strict_id(obj.get("requestId"), None),
+    )
+
+
+converter.register_structure_hook(StateChange, _state_change)
+converter.register_structure_hook(Response, _response)
+
 #: The ``@type`` values a server sends (RFC 8887 §4.3), and their classes.
 SERVER_FRAMES: Mapping[str, type] = {
     "Response": Response,

@@ -570,3 +570,22 @@ def test_repr_hides_credentials_in_url() -> None:
     assert "secret" not in text
     assert "pw" not in text
     assert "/jmap/ws" in text
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 100_003])
+def test_client_frames_of_every_length_class_arrive_intact(size: int) -> None:
+    """Our frame writer's 7-bit, 16-bit and 64-bit lengths, masked, arrive byte-exact."""
+    got: list[bytes] = []
+    done = threading.Event()
+
+    def collect(peer: Peer) -> None:
+        for opcode, data in peer.messages():
+            if opcode == TEXT:
+                got.append(data)
+                done.set()
+
+    text = "".join(chr(0x41 + i % 26) for i in range(size))
+    with RawServer(collect) as server, jws.WsSession.open(server.url, timeout=5) as ws:
+        ws.send_text(text)
+        assert done.wait(5)
+    assert got == [text.encode()]
