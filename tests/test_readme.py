@@ -40,3 +40,20 @@ def test_readme_pytest_example_passes(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_test_named_in_the_guarantees_table_exists() -> None:
+    """README's guarantees point at test functions that exist (`file.py::name`)."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Guarantees") : text.index("## Performance")]
+    current = ""
+    named = 0
+    for cell in re.findall(r"`([^`]+)`", section):
+        if "::" not in cell:
+            continue
+        module, name = cell.split("::")
+        current = module or current
+        source = (README.parent / "tests" / current).read_text(encoding="utf-8")
+        assert f"def {name}(" in source, f"{current}::{name} is named in README but missing"
+        named += 1
+    assert named >= 20
