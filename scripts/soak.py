@@ -1,20 +1,36 @@
 """Soak run: calls and pushes through forced reconnects, with memory and threads sampled.
 
-Outside the test suite; run it on demand::
+Outside the test suite; run it on demand from a checkout (the ``server`` extra installed)::
 
     python scripts/soak.py              # 10 minutes
     python scripts/soak.py --quick      # 30 seconds
+    python scripts/soak.py --duration 3600 --callers 8 --reconnect-every 2
 
-A reference server runs in this process (its own thread and event loop) so that the soak
-can break connections at will (``reset_all`` alternating with ``close_all(1012)``). One
-ReconnectingSession with push on serves four caller threads doing Core/echo calls and one
-consumer draining ``changes()``, while a changer thread creates a Note every 100 ms. Every
-5 s it samples the process's resident memory, its threads (and those named ``jmapws-``),
-and its open file descriptors. Resident memory includes the server's, which is small and
-flat too; the thread and descriptor counts are what tell a leak.
+The reference server runs in a child process (this script with ``--serve``), so that the
+memory, threads and file descriptors sampled are the client's alone. The child reads one
+command per line on its stdin (``change``, ``reset``, ``close CODE``, ``state``) and answers
+each on its stdout; that is how this process makes Note changes and breaks connections.
 
-At the end it prints the samples and a verdict, and exits 1 when memory or threads grew,
-or when the last pushed state is not the server's final state.
+In this process, one ReconnectingSession with push on serves ``--callers`` threads doing
+Core/echo calls in a loop and one consumer draining ``changes()``; a changer thread creates
+a Note every 100 ms, and every ``--reconnect-every`` seconds the server drops every
+connection, alternating a TCP reset with a Close 1012 ("service restart"). Calls that end
+in ConnectionLost or TimeoutError around a reconnect are counted, not fatal; any other
+error, or an answer that is not the caller's own, is.
+
+Every 5 s a sample is printed: resident memory (VmRSS) of this process and of the server,
+threads (all, and those named ``jmapws-``), open file descriptors, calls answered, calls
+failed, StateChanges seen and reconnects. The library's log records at WARNING and above
+are counted (one per reconnect is expected) and shown with ``-v``. The verdict at the end
+(exit status 1 if any part fails, 2 if the server child failed):
+
+* memory flat: after the warm-up, the median RSS of the last third of the samples is at
+  most 4 MiB above the median of the first third;
+* threads flat: at most 3 ``jmapws-`` threads (the supervisor, a reader, an old reader
+  exiting) and never more threads than at the first sample plus 1;
+* push complete and in order: the last state seen equals the server's final state, and
+  states never went backwards;
+* nothing left: after ``close()``, no ``jmapws-`` thread and no more fds than before.
 """
 
 from __future__ import annotations
@@ -22,23 +38,138 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import queue
+import secrets
 import statistics
+import subprocess
 import sys
 import threading
 import time
+from typing import IO
 
 import jmapws_sync as jws
-from jmapws_sync.testing import ReferenceServer
 
-USER, PASSWORD = "alice", "soak-password"
+USER = "alice"
+CHILD_ENV_VAR = "JMAPWS_SOAK_PASSWORD"
+PASSWORD = secrets.token_urlsafe(16)  # handed to the server child in its environment
 SAMPLE_EVERY = 5.0
+CHANGE_EVERY = 0.1
+CONTROL_TIMEOUT = 15.0  # seconds the server child may take to answer one command
+MEMORY_SLACK_KIB = 4 * 1024
+MAX_LIBRARY_THREADS = 3
+
+log = logging.getLogger("soak")
 
 
-def rss_kib() -> int:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
+# ----------------------------------------------------------------------------- server child
+
+
+def serve() -> int:
+    """The child: a ReferenceServer on 127.0.0.1, driven by commands on stdin until EOF."""
+    from jmapws_sync.testing import ReferenceServer  # noqa: PLC0415 - the child only
+
+    password = os.environ[CHILD_ENV_VAR]
+    with ReferenceServer(host="127.0.0.1", users={USER: password}) as server:
+        account = server.account_id(USER)
+        print(f"port {server.port}", flush=True)
+        serial = 0
+        for line in sys.stdin:  # ends at EOF: the parent closed the pipe or died
+            command, _, argument = line.strip().partition(" ")
+            try:
+                if command == "change":
+                    serial += 1
+                    server.change_note(USER, title=f"soak {serial}")
+                    answer = server.store.state(account)
+                elif command == "reset":
+                    server.reset_all()
+                    answer = "reset"
+                elif command == "close":
+                    server.close_all(int(argument), "soak")
+                    answer = "closed"
+                elif command == "state":
+                    answer = server.store.state(account)
+                else:
+                    answer = f"error unknown command {command!r}"
+            except (RuntimeError, TimeoutError, ValueError) as exc:
+                answer = f"error {command}: {type(exc).__name__}: {exc}"
+            print(f"ok {answer}", flush=True)
+    return 0
+
+
+class ServerChild:
+    """The server child process and its command pipe (one command at a time, any thread)."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ, **{CHILD_ENV_VAR: PASSWORD})
+        self.proc = subprocess.Popen(  # noqa: S603 - this very script, no shell
+            [sys.executable, os.path.abspath(__file__), "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self._stdin: IO[str] = self.proc.stdin
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._pump = threading.Thread(
+            target=self._read, args=(self.proc.stdout,), name="soak-pipe", daemon=True
+        )
+        self._pump.start()
+        first = self._next_line()
+        self.port = int(first.split()[1])
+
+    def _read(self, stdout: IO[str]) -> None:
+        for line in stdout:
+            self._lines.put(line.strip())
+        self._lines.put(None)  # EOF: the child is gone
+
+    def _next_line(self) -> str:
+        try:
+            line = self._lines.get(timeout=CONTROL_TIMEOUT)
+        except queue.Empty:
+            raise TimeoutError("the server child did not answer in time") from None
+        if line is None:
+            raise RuntimeError(f"the server child exited ({self.proc.poll()})")
+        return line
+
+    def ask(self, command: str) -> str:
+        """Send one command and return its answer (without the ``ok``)."""
+        with self._lock:
+            self._stdin.write(command + "\n")
+            self._stdin.flush()
+            answer = self._next_line()
+        if not answer.startswith("ok ") or answer.startswith("ok error"):
+            raise RuntimeError(f"the server child answered {answer!r} to {command!r}")
+        return answer[3:]
+
+    def rss_kib(self) -> int:
+        return rss_kib(self.proc.pid)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stdin.close()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._pump.join(5)
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def rss_kib(pid: int | str = "self") -> int:
+    """VmRSS of a process in KiB, from /proc (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        return 0
     return 0
 
 
@@ -50,150 +181,333 @@ def library_threads() -> int:
     return sum(1 for t in threading.enumerate() if t.name.startswith("jmapws-"))
 
 
+def state_number(state: str | None) -> int:
+    """The counter in the reference server's state strings (``"s42"`` -> 42)."""
+    return int(state[1:]) if state and state[0] == "s" and state[1:].isdigit() else -1
+
+
 class Counters:
+    """What the worker threads did; ``cond`` also wakes the final wait for the last state."""
+
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.cond = threading.Condition()
         self.calls = 0
-        self.call_errors = 0
+        self.lost = 0  # ConnectionLost: the connection broke while the call was in flight
+        self.timeouts = 0
+        self.unexpected: list[str] = []
         self.changes = 0
+        self.changes_made = 0
+        self.backwards = 0
         self.last_state: str | None = None
 
-    def add(self, name: str, n: int = 1) -> None:
-        with self.lock:
-            setattr(self, name, getattr(self, name) + n)
+    def bump(self, name: str) -> None:
+        with self.cond:
+            setattr(self, name, getattr(self, name) + 1)
+
+    def fail(self, what: str) -> None:
+        with self.cond:
+            self.unexpected.append(what)
+
+    def seen(self, state: str | None) -> None:
+        with self.cond:
+            self.changes += 1
+            if state_number(state) < state_number(self.last_state):
+                self.backwards += 1
+            self.last_state = state
+            self.cond.notify_all()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
-    parser.add_argument("--quick", action="store_true", help="30 seconds")
-    parser.add_argument("--reconnect-every", type=float, default=4.0, help="seconds")
-    parser.add_argument("--callers", type=int, default=4)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.ERROR)  # reconnect warnings would drown the table
-    duration = 30.0 if args.quick else args.duration
+class LogTally(logging.Handler):
+    """Counts the library's log records at WARNING and above; keeps a few unusual ones.
 
-    stop = threading.Event()
+    A reconnect logs one warning ("connection lost ...; reconnecting"): those are
+    expected. Anything else (a full queue, a failed Session refresh) is kept to be shown.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.counts: dict[str, int] = {}
+        self.unusual: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        key = f"{record.name} {record.levelname}"
+        self.counts[key] = self.counts.get(key, 0) + 1
+        message = record.getMessage()
+        if not message.endswith("reconnecting") and len(self.unusual) < 5:
+            self.unusual.append(f"{key}: {message}")
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def caller(rs: jws.ReconnectingSession, n: int, stop: threading.Event, counts: Counters) -> None:
+    b = jws.RequestBuilder()
+    echo = b.call("Core/echo", {"caller": n})
+    request = b.build()
+    while not stop.is_set():
+        try:
+            answer = rs.call(request, timeout=5.0).get(echo.call_id)
+        except jws.ConnectionLost:
+            counts.bump("lost")
+        except TimeoutError:
+            counts.bump("timeouts")
+        except jws.JmapWsError as exc:
+            counts.fail(f"caller {n}: {type(exc).__name__}: {exc}")
+            return
+        else:
+            if answer != {"caller": n}:
+                counts.fail(f"caller {n} got someone else's answer: {answer!r}")
+                return
+            counts.bump("calls")
+
+
+def consumer(
+    rs: jws.ReconnectingSession, account: str, stop: threading.Event, counts: Counters
+) -> None:
+    while not stop.is_set():
+        try:
+            for change in rs.changes(timeout=1.0):
+                counts.seen(change.changed.get(account, {}).get("Note"))
+                if stop.is_set():
+                    return
+        except TimeoutError:
+            continue
+        except jws.SessionClosed:
+            return
+        except jws.JmapWsError as exc:
+            counts.fail(f"consumer: {type(exc).__name__}: {exc}")
+            return
+
+
+def changer(server: ServerChild, stop: threading.Event, counts: Counters) -> None:
+    while not stop.wait(CHANGE_EVERY):
+        try:
+            server.ask("change")
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            counts.fail(f"changer: {exc}")
+            return
+        counts.bump("changes_made")
+
+
+# ----------------------------------------------------------------------------- the run
+
+Sample = tuple[float, int, int, int, int, int, int, int, int, int]
+HEADER = "   t s  rss KiB  srv KiB  threads  jmapws-  fds    calls  failed  changes  reconn"
+
+
+def show(s: Sample) -> str:
+    return (
+        f"{s[0]:6.0f} {s[1]:8d} {s[2]:8d} {s[3]:8d} {s[4]:8d} {s[5]:4d} "
+        f"{s[6]:8d} {s[7]:7d} {s[8]:8d} {s[9]:7d}"
+    )
+
+
+def run(
+    duration: float, callers: int, reconnect_every: float, warmup: float, tally: LogTally
+) -> int:
     counts = Counters()
-    server = ReferenceServer(users={USER: PASSWORD}).start()
-    account = server.account_id(USER)
+    server = ServerChild()
+    base_url = f"http://127.0.0.1:{server.port}"
+    account = f"a-{USER}"
+    baseline_fds = open_fds()
     rs = jws.ReconnectingSession(
-        server.base_url,
+        base_url,
         auth=jws.BasicAuth(USER, PASSWORD),
         push=True,
+        # Forced drops every few seconds: come back fast, and start the backoff afresh
+        # once a connection has lasted 2 s (the default, 60 s, would never be reached).
         backoff=jws.Backoff(first=(0.05, 0.2), factor=2.0, ceiling=1.0, reset_after=2.0),
-        ping_interval=2.0,
-        ping_timeout=2.0,
+        ping_interval=5.0,
+        ping_timeout=5.0,
     )
-    rs.wait_connected(timeout=10)
+    rs.wait_connected(timeout=15.0)
 
-    def caller(n: int) -> None:
-        b = jws.RequestBuilder()
-        echo = b.call("Core/echo", {"n": n})
-        request = b.build()
-        while not stop.is_set():
-            try:
-                assert rs.call(request, timeout=5).get(echo.call_id) == {"n": n}
-                counts.add("calls")
-            except (jws.TransportError, jws.SessionClosed, TimeoutError):
-                counts.add("call_errors")  # a reconnect under way: expected, counted
-                stop.wait(0.05)
+    stop = threading.Event()
+    stop_changes = threading.Event()
+    threads = [
+        threading.Thread(target=caller, args=(rs, i, stop, counts), name=f"soak-caller-{i}")
+        for i in range(callers)
+    ]
+    threads.append(
+        threading.Thread(target=consumer, args=(rs, account, stop, counts), name="soak-consumer")
+    )
+    threads.append(
+        threading.Thread(target=changer, args=(server, stop_changes, counts), name="soak-changer")
+    )
+    for t in threads:
+        t.start()
 
-    def consumer() -> None:
-        while not stop.is_set():
-            try:
-                for change in rs.changes(timeout=1.0):
-                    counts.add("changes")
-                    counts.last_state = change.changed.get(account, {}).get("Note")
-                    if stop.is_set():
-                        return
-            except TimeoutError:
-                continue
-            except jws.SessionClosed:
-                return
-
-    def changer() -> None:
-        n = 0
-        while not stop.wait(0.1):
-            server.change_note(USER, title=f"soak {n}")
-            n += 1
-
-    workers = [threading.Thread(target=caller, args=(i,)) for i in range(args.callers)]
-    workers += [threading.Thread(target=consumer), threading.Thread(target=changer)]
-    for w in workers:
-        w.start()
-
-    samples: list[tuple[float, int, int, int, int, int, int, int]] = []
-    start = time.monotonic()
-    next_break = start + args.reconnect_every
-    next_sample = start
+    samples: list[Sample] = []
     breaks = 0
-    print(f"soak: {duration:.0f} s, reconnect every {args.reconnect_every:g} s", flush=True)
-    print(" time   rss KiB  threads  jmapws-  fds    calls  errors  changes  reconnects")
-    while True:
-        now = time.monotonic()
-        if now >= next_sample:
-            row = (
-                now - start,
-                rss_kib(),
-                threading.active_count(),
-                library_threads(),
-                open_fds(),
-                counts.calls,
-                counts.changes,
-                rs.reconnects,
-            )
-            samples.append(row)
-            print(
-                f"{row[0]:5.0f} {row[1]:9d} {row[2]:8d} {row[3]:8d} {row[4]:4d} "
-                f"{row[5]:8d} {counts.call_errors:7d} {row[6]:8d} {row[7]:11d}",
-                flush=True,
-            )
-            next_sample += SAMPLE_EVERY
-        if now - start >= duration:
-            break
-        if now >= next_break:
-            if breaks % 2:
-                server.close_all(1012)  # "service restart"
-            else:
-                server.reset_all()  # the network fails
-            breaks += 1
-            next_break += args.reconnect_every
-        stop.wait(min(next_sample, next_break) - time.monotonic())
-
-    # Let the last change arrive before judging push completeness.
-    final_state = server.store.state(account)
-    deadline = time.monotonic() + 15
-    stop.set()
-    while counts.last_state != server.store.state(account) and time.monotonic() < deadline:
-        final_state = server.store.state(account)
-        time.sleep(0.1)  # a script, not a test: a short poll for the tail end is fine
-    rs.close()
-    for w in workers:
-        w.join(10)
-    server.stop()
-
-    third = max(len(samples) // 3, 1)
-    early = [s[1] for s in samples[1 : third + 1]] or [samples[0][1]]
-    late = [s[1] for s in samples[-third:]]
-    growth = statistics.median(late) - statistics.median(early)
-    max_lib_threads = max(s[3] for s in samples)
-    fds = [s[4] for s in samples]
-    print()
-    print(f"forced reconnects: {breaks}; reconnects seen: {rs.reconnects}")
-    print(f"calls: {counts.calls} answered, {counts.call_errors} failed around reconnects")
-    print(f"changes: {counts.changes}; last state seen {counts.last_state}, final {final_state}")
+    start = time.monotonic()
+    next_sample, next_break = start, start + reconnect_every
     print(
-        f"rss median first third {statistics.median(early):.0f} KiB, "
-        f"last third {statistics.median(late):.0f} KiB (growth {growth:+.0f} KiB)"
+        f"soak: {duration:g} s, {callers} callers, a forced reconnect every"
+        f" {reconnect_every:g} s, server child pid {server.proc.pid}",
+        flush=True,
     )
-    print(f"jmapws- threads at most {max_lib_threads}; fds {min(fds)}..{max(fds)}")
-    flat_memory = growth < 8 * 1024
-    flat_threads = max_lib_threads <= 4
-    complete = counts.last_state == final_state
-    ok = flat_memory and flat_threads and complete and counts.calls > 0
-    print("verdict:", "flat and complete" if ok else "NOT OK")
-    return 0 if ok else 1
+    print(HEADER, flush=True)
+    try:
+        while True:  # bounded: ends when `duration` has passed
+            now = time.monotonic()
+            if now >= next_sample:
+                sample: Sample = (
+                    now - start,
+                    rss_kib(),
+                    server.rss_kib(),
+                    threading.active_count(),
+                    library_threads(),
+                    open_fds(),
+                    counts.calls,
+                    counts.lost + counts.timeouts,
+                    counts.changes,
+                    rs.reconnects,
+                )
+                samples.append(sample)
+                print(show(sample), flush=True)
+                next_sample += SAMPLE_EVERY
+                if now - start >= duration:
+                    break
+            if now >= next_break:
+                server.ask("close 1012" if breaks % 2 else "reset")
+                breaks += 1
+                next_break += reconnect_every
+            stop.wait(max(0.0, min(next_sample, next_break) - time.monotonic()))
+
+        # Push completeness: no more changes, then the last one must arrive.
+        stop_changes.set()
+        threads[-1].join(CONTROL_TIMEOUT)
+        final_state = server.ask("state")
+        with counts.cond:
+            counts.cond.wait_for(lambda: counts.last_state == final_state, timeout=15.0)
+    finally:
+        stop.set()
+        stop_changes.set()
+        for t in threads:
+            t.join(15.0)
+        rs.close()
+        # Counted before the child's pipes close, so they cannot hide a leaked socket.
+        leftover_threads = library_threads()
+        leftover_fds = open_fds() - baseline_fds
+        server.stop()
+
+    return verdict(
+        samples,
+        counts,
+        reconnects=rs.reconnects,
+        breaks=breaks,
+        final_state=final_state,
+        warmup=warmup,
+        leftover_threads=leftover_threads,
+        leftover_fds=leftover_fds,
+        tally=tally,
+    )
+
+
+def verdict(
+    samples: list[Sample],
+    counts: Counters,
+    *,
+    reconnects: int,
+    breaks: int,
+    final_state: str,
+    warmup: float,
+    leftover_threads: int,
+    leftover_fds: int,
+    tally: LogTally,
+) -> int:
+    steady = [s for s in samples if s[0] >= warmup] or samples
+    third = max(len(steady) // 3, 1)
+    early = statistics.median(s[1] for s in steady[:third])
+    late = statistics.median(s[1] for s in steady[-third:])
+    max_lib = max(s[4] for s in samples)
+    max_threads = max(s[3] for s in samples)
+    fds = [s[5] for s in samples]
+    elapsed = samples[-1][0]
+
+    checks: list[tuple[str, bool]] = [
+        (
+            f"memory flat: RSS median {early / 1024:.1f} MiB after warm-up ({warmup:g} s),"
+            f" {late / 1024:.1f} MiB in the last third ({late - early:+.0f} KiB;"
+            f" at most +{MEMORY_SLACK_KIB} KiB)",
+            late - early <= MEMORY_SLACK_KIB,
+        ),
+        (
+            f"threads flat: {samples[0][3]} at start, at most {max_threads};"
+            f" jmapws- threads at most {max_lib} (limit {MAX_LIBRARY_THREADS})",
+            max_lib <= MAX_LIBRARY_THREADS and max_threads <= samples[0][3] + 1,
+        ),
+        (
+            f"push complete: last state seen {counts.last_state}, server's final state"
+            f" {final_state}; {counts.backwards} went backwards",
+            counts.last_state == final_state and counts.backwards == 0,
+        ),
+        (
+            f"nothing left after close(): {leftover_threads} jmapws- threads,"
+            f" {leftover_fds:+d} fds against the start",
+            leftover_threads == 0 and leftover_fds == 0,
+        ),
+        (
+            f"no unexpected error: {len(counts.unexpected)}"
+            + "".join(f"\n      {u}" for u in counts.unexpected[:5]),
+            not counts.unexpected and counts.calls > 0,
+        ),
+    ]
+    print()
+    print(
+        f"ran {elapsed:.0f} s: {counts.calls} calls answered"
+        f" ({counts.calls / max(elapsed, 1):.0f}/s), {counts.lost} ConnectionLost and"
+        f" {counts.timeouts} TimeoutError around reconnects; {breaks} forced drops,"
+        f" {reconnects} reconnects; {counts.changes_made} Note changes made,"
+        f" {counts.changes} StateChanges seen; fds {min(fds)}..{max(fds)};"
+        f" client RSS {samples[0][1] / 1024:.1f} -> {samples[-1][1] / 1024:.1f} MiB"
+    )
+    logged = ", ".join(f"{n} {key}" for key, n in sorted(tally.counts.items())) or "none"
+    print(f"library log records at WARNING and above: {logged}")
+    for line in tally.unusual:
+        print(f"  unusual: {line}")
+    for text, ok in checks:
+        print(f"  [{'ok' if ok else 'FAIL'}] {text}")
+    good = all(ok for _, ok in checks)
+    print("verdict:", "flat and complete" if good else "NOT OK")
+    return 0 if good else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Soak run of jmapws_sync.ReconnectingSession against the reference server."
+    )
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
+    parser.add_argument("--quick", action="store_true", help="30 seconds (overrides --duration)")
+    parser.add_argument("--callers", type=int, default=4, help="calling threads (default 4)")
+    parser.add_argument(
+        "--reconnect-every", type=float, default=4.0, help="seconds between drops (default 4)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, help="seconds left out of the memory check (default 10%%)"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also print the library's warnings"
+    )
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        return serve()
+    tally = LogTally()
+    library_log = logging.getLogger("jmapws_sync")
+    library_log.setLevel(logging.WARNING)
+    library_log.addHandler(tally)
+    if args.verbose:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    else:
+        library_log.propagate = False  # counted, shown in the summary
+    duration = 30.0 if args.quick else args.duration
+    warmup = args.warmup if args.warmup is not None else max(SAMPLE_EVERY, duration / 10)
+    try:
+        return run(duration, args.callers, args.reconnect_every, warmup, tally)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print(f"soak: aborted, the server child failed: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
