@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import socket
 import struct
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 import jmapws_sync as jws
 from jmapws_sync.session import MAX_CONSECUTIVE_NON_TEXT
 
+from .faultservers import scripted_session
 from .rawws import BINARY, CLOSE, CONT, PING, PONG, TEXT, Peer, RawServer, echo_requests, idle
 
 ECHO = jws.Request(using=[jws.CORE], method_calls=[jws.Invocation("Core/echo", {"x": 1}, "c0")])
@@ -32,28 +31,10 @@ def response(request_id: object = None, state: str = "s1") -> dict[str, object]:
     return body
 
 
-@contextlib.contextmanager
-def open_scripted(**options: Any) -> Iterator[tuple[RawServer, jws.WsSession, Peer]]:
-    """A session to a raw server whose peer the test drives (and reads) by hand."""
-    release = threading.Event()
-    with RawServer(lambda peer: release.wait(30)) as server:
-        ws = jws.WsSession.open(server.url, timeout=5, close_timeout=0.5, **options)
-        peer = server.next_peer()
-        try:
-            yield server, ws, peer
-        finally:
-            # The test reads from the peer itself, so nobody answers our Close: hang up first.
-            with contextlib.suppress(OSError):
-                peer.sock.shutdown(socket.SHUT_RDWR)
-            ws.close()
-            release.set()
-            assert not ws._reader.is_alive()
-
-
 @pytest.fixture
 def scripted() -> Iterator[tuple[RawServer, jws.WsSession, Peer]]:
     """A session to a raw server whose peer the test drives by hand."""
-    with open_scripted() as triple:
+    with scripted_session() as triple:
         yield triple
 
 
@@ -330,7 +311,7 @@ def test_eof_mid_frame_is_transport_error(
 
 def test_hostile_length_header_is_message_too_large() -> None:
     """A header announcing 2**62 bytes ends the session with MessageTooLarge and close 1009."""
-    with open_scripted(max_message_size=1024) as (_, ws, peer):
+    with scripted_session(max_message_size=1024) as (_, ws, peer):
         peer.send_raw(peer.frame(TEXT, b"{}", length=2**62))
         with pytest.raises(jws.MessageTooLarge) as info:
             ws.next_frame(timeout=5)
@@ -343,7 +324,7 @@ def test_hostile_length_header_is_message_too_large() -> None:
 
 def test_fragments_over_the_limit_are_message_too_large() -> None:
     """Fragments that add up past max_message_size end the session."""
-    with open_scripted(max_message_size=100) as (_, ws, peer):
+    with scripted_session(max_message_size=100) as (_, ws, peer):
         peer.send_frame(TEXT, b"x" * 60, fin=False)
         peer.send_frame(CONT, b"x" * 60)
         with pytest.raises(jws.MessageTooLarge):
@@ -583,6 +564,8 @@ def test_client_frames_of_every_length_class_arrive_intact(size: int) -> None:
             if opcode == TEXT:
                 got.append(data)
                 done.set()
+            elif opcode == CLOSE:
+                peer.send_frame(CLOSE, data[:2])
 
     text = "".join(chr(0x41 + i % 26) for i in range(size))
     with RawServer(collect) as server, jws.WsSession.open(server.url, timeout=5) as ws:
