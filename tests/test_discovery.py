@@ -633,3 +633,22 @@ def test_connect_uses_the_proxy_for_discovery_and_websocket(http: HttpServer) ->
             raw.next_peer()
     assert proxy.forwarded == [http.url("/.well-known/jmap")]
     assert proxy.tunnels == [f"127.0.0.1:{raw.port}"]
+
+
+def test_connect_over_https_and_wss_end_to_end(ca: trustme.CA, cafile: str) -> None:
+    """https discovery, then wss to the reference server, verified with a test CA: a call works."""
+    from jmapws_sync.testing import ReferenceServer
+
+    context = server_context(ca, "127.0.0.1")
+    with ReferenceServer(users={"alice": SECRET}, ssl_context=context) as srv:
+        assert srv.base_url.startswith("https://")
+        auth = jws.BasicAuth("alice", SECRET)
+        with connect(srv.base_url, auth=auth, cafile=cafile, timeout=5) as ws:
+            assert ws.session is not None
+            assert ws.session.websocket is not None
+            assert ws.session.websocket.url.startswith("wss://")
+            b = jws.RequestBuilder()
+            echo = b.call("Core/echo", {"tls": True})
+            assert ws.call(b.build(), timeout=5).get(echo.call_id) == {"tls": True}
+        with pytest.raises(jws.TransportError):  # and without the CA: refused
+            connect(srv.base_url, auth=auth, timeout=5)
