@@ -447,6 +447,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         status: int = args.func(args, stream)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED if args.command not in ("listen", "serve") else EXIT_OK
+    except BrokenPipeError:
+        # The reader of our output went away (`... | head`): stop quietly, and keep the
+        # interpreter from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except UsageError as exc:
         print(f"jmapws-sync: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

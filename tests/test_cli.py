@@ -240,3 +240,26 @@ def test_client_commands_fail_with_status_3_on_refused_credentials(
     request.write_text(json.dumps(ECHO))
     extra = [str(request)] if command == "call" else []
     assert run([command, server.base_url, *extra, "--user", "alice", "--timeout", "5"])[0] == 3
+
+
+def test_output_into_a_closed_pipe_is_quiet(server: ReferenceServer, tmp_path: Path) -> None:
+    """`call ... | head -1`: a reader that goes away ends the command quietly, status 0."""
+    request = tmp_path / "req.json"
+    request.write_text(json.dumps(ECHO))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will read: the first write gets EPIPE
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "jmapws_sync", "call", server.base_url, str(request)),
+            *("--user", "alice", "--timeout", "5"),
+        ],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "JMAP_PASSWORD": USERS["alice"]},
+    )
+    os.close(write_end)
+    assert done.returncode == 0
+    assert "Traceback" not in done.stderr
