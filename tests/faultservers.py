@@ -112,6 +112,12 @@ class TlsRawServer(RawServer):
         super()._handle(tls)
 
 
+def _skip_request_head(f: Any) -> None:
+    """Read an HTTP request's head (up to the empty line) and ignore it."""
+    while f.readline(65536) not in (b"\r\n", b""):
+        pass
+
+
 class PartialHandshakeServer(RawServer):
     """Reads the upgrade request and answers ``answer`` (part of a 101 response), then nothing."""
 
@@ -128,8 +134,7 @@ class PartialHandshakeServer(RawServer):
         sock.settimeout(IO_TIMEOUT)
         try:
             with sock.makefile("rb") as f:
-                while f.readline(65536) not in (b"\r\n", b""):
-                    pass
+                _skip_request_head(f)
                 sock.sendall(self.answer)
                 self.done.wait(30)  # hold the connection open until the test is over
         except OSError:
@@ -155,8 +160,7 @@ class TrickleHandshakeServer(RawServer):
         sock.settimeout(IO_TIMEOUT)
         try:
             with sock.makefile("rb") as f:
-                while f.readline(65536) not in (b"\r\n", b""):
-                    pass
+                _skip_request_head(f)
             sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nX-Slow: ")
             # Pacing, not synchronisation: a delay inside the server is the fault itself.
             while not self.stopping.wait(0.05):
