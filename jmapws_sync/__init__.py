@@ -42,6 +42,7 @@ from .errors import (
     WebSocketUnavailable,
 )
 from .frames import (
+    ALL_TYPES,
     CALENDARS,
     CONTACTS,
     CORE,
@@ -49,6 +50,7 @@ from .frames import (
     SUBMISSION,
     VACATION_RESPONSE,
     WEBSOCKET,
+    AllTypes,
     Frame,
     Invocation,
     Request,
@@ -73,6 +75,7 @@ from .session import WsSession
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALL_TYPES",
     "CALENDARS",
     "CONTACTS",
     "CORE",
@@ -81,6 +84,7 @@ __all__ = [
     "VACATION_RESPONSE",
     "WEBSOCKET",
     "Account",
+    "AllTypes",
     "Auth",
     "AuthenticationError",
     "Backoff",

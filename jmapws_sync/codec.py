@@ -180,6 +180,18 @@ for _cls in (Request, Response, StateChange, WebSocketPushEnable, WebSocketPushD
     )
 
 
+def _unstructure_push_enable(frame: WebSocketPushEnable) -> dict[str, Any]:
+    # RFC 8887 §4.3.5.2: dataTypes is required (String[]|null), so null goes on the wire.
+    types = frame.data_types
+    body: dict[str, Any] = {"dataTypes": None if types is None else list(types)}
+    if frame.push_state is not None:
+        body["pushState"] = frame.push_state
+    return body
+
+
+converter.register_unstructure_hook(WebSocketPushEnable, _unstructure_push_enable)
+
+
 def _state_change(obj: dict[str, Any], _: Any) -> StateChange:
     # Hand-written for the push hot path; the same checks as the generated hook.
     push_state = obj.get("pushState")

@@ -45,6 +45,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit, urlunsplit
 
@@ -52,13 +53,14 @@ import attrs
 
 from .auth import Auth
 from .errors import AuthenticationError, SessionError, TransportError, WebSocketUnavailable
-from .frames import CORE, MAIL, WEBSOCKET
+from .frames import CALENDARS, CONTACTS, CORE, MAIL, SUBMISSION, VACATION_RESPONSE, WEBSOCKET
 
 if TYPE_CHECKING:
     from .session import WsSession
 
 __all__ = [
     "MAX_SESSION_SIZE",
+    "PUSH_DATA_TYPES",
     "WELL_KNOWN_PATH",
     "Account",
     "CoreCapability",
@@ -86,6 +88,46 @@ _PROXY_KEYS: Final = {"http": "http", "https": "https", "ws": "http", "wss": "ht
 # unreserved characters, and "%" so that existing escapes stay escapes.
 _URL_SAFE: Final = "/:?#[]@!$&'()*+,;=%~-._"
 _MAX_UINT: Final = 2**53 - 1  # RFC 8620 §1.3 UnsignedInt
+
+
+#: The data types a StateChange can name, by the capability that brings them: the entries
+#: of IANA's "JMAP Data Types" registry marked "can use for state change", the types of
+#: Cyrus's own capabilities, and the ``Note`` type of the reference server
+#: (:mod:`jmapws_sync.testing`). :meth:`SessionResource.push_data_types` reads it to turn
+#: "every type" into the explicit list that servers such as Cyrus need (they take
+#: ``dataTypes: null`` as "push off"). Unknown names are ignored by servers (RFC 8887
+#: §4.3.5.2 names the types "the client is interested in"), so listing too many is safe.
+PUSH_DATA_TYPES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {
+        MAIL: ("Mailbox", "Thread", "Email", "EmailDelivery"),
+        SUBMISSION: ("Identity", "EmailSubmission"),
+        VACATION_RESPONSE: ("VacationResponse",),
+        CONTACTS: ("AddressBook", "ContactCard"),
+        CALENDARS: (
+            "Calendar",
+            "CalendarEvent",
+            "CalendarEventNotification",
+            "ParticipantIdentity",
+        ),
+        "urn:ietf:params:jmap:quota": ("Quota",),
+        "urn:ietf:params:jmap:sieve": ("SieveScript",),
+        "urn:ietf:params:jmap:principals": ("Principal", "ShareNotification"),
+        # Cyrus IMAP's vendor capabilities (3.6-3.10).
+        "https://cyrusimap.org/ns/jmap/contacts": ("AddressBook", "Contact", "ContactGroup"),
+        "https://cyrusimap.org/ns/jmap/calendars": (
+            "Calendar",
+            "CalendarEvent",
+            "CalendarEventNotification",
+            "CalendarPreferences",
+            "ParticipantIdentity",
+        ),
+        "https://cyrusimap.org/ns/jmap/notes": ("Note",),
+        "https://cyrusimap.org/ns/jmap/sieve": ("SieveScript",),
+        "https://cyrusimap.org/ns/jmap/quota": ("Quota",),
+        # The reference server's notes (jmapws_sync.testing.NOTES).
+        "urn:x-jmapws-sync:notes": ("Note",),
+    }
+)
 
 
 class InsecureWebSocketUrl(SessionError):
@@ -193,6 +235,22 @@ class SessionResource:
             )
         return self.websocket
 
+    def push_data_types(self) -> tuple[str, ...]:
+        """The data types of every capability this server advertises, for push.
+
+        Read from :data:`PUSH_DATA_TYPES` for the capabilities of the resource and of its
+        accounts, in that table's order, each once; empty when none is known. This is what
+        ``enable_push()`` with no types sends as ``dataTypes``.
+        """
+        advertised = set(self.capabilities)
+        for account in self.accounts.values():
+            advertised.update(account.account_capabilities)
+        types: dict[str, None] = {}
+        for capability, names in PUSH_DATA_TYPES.items():
+            if capability in advertised:
+                types.update(dict.fromkeys(names))
+        return tuple(types)
+
     def primary_account(self, capability: str | None = None) -> str:
         """The id of the user's primary account for ``capability``.
 
@@ -293,19 +351,41 @@ def _core(capabilities: dict[str, dict[str, Any]]) -> CoreCapability:
     )
 
 
+def _websocket_location(raw: str, base: str, path: str) -> str:
+    """The absolute ``ws(s)://`` URL that the WebSocket capability's ``url`` names.
+
+    A relative reference resolves against the Session resource's own URL (RFC 3986 §5). A
+    URL with a scheme but no host (Cyrus 3.6 advertises ``"wss:/jmap/ws/"``, and says
+    ``wss`` even when it serves plain http) is read the same way: the host *and* the
+    security come from the Session resource's URL, http giving ``ws://`` and https
+    ``wss://``, so an https session never yields ``ws://``. An http(s) scheme maps to ws(s),
+    as the WebSocket API (WHATWG) does.
+    """
+    parts = urlsplit(raw)
+    authority = raw[len(parts.scheme) + 1 if parts.scheme else 0 :].startswith("//")
+    if not authority and parts.scheme in ("", "ws", "wss", "http", "https"):
+        reference = urlunsplit(("", "", parts.path, parts.query, ""))
+        resolved = urlsplit(urljoin(base, reference))
+        scheme = "wss" if resolved.scheme == "https" else "ws"
+    else:
+        resolved = parts
+        scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    try:
+        valid = scheme in ("ws", "wss") and bool(resolved.hostname)
+        valid = valid and (resolved.port is None or resolved.port > 0)
+    except ValueError:  # a port that is not a number
+        valid = False
+    if not valid:
+        raise _wrong_type(path, "a ws:// or wss:// URL")
+    return urlunsplit(resolved._replace(scheme=scheme, fragment=""))
+
+
 def _websocket(capabilities: dict[str, dict[str, Any]], base: str) -> WebSocketCapability | None:
     if WEBSOCKET not in capabilities:
         return None
     path = f"capabilities.{WEBSOCKET}"
     cap = capabilities[WEBSOCKET]
-    url = urljoin(base, _str(cap, "url", path))
-    # A relative URL resolved against an http(s) base gets an http(s) scheme; the WebSocket
-    # API (WHATWG) maps those to ws(s), and so do we.
-    parts = urlsplit(url)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    if scheme not in ("ws", "wss") or not parts.hostname:
-        raise _wrong_type(f"{path}.url", "a ws:// or wss:// URL")
-    url = urlunsplit(parts._replace(scheme=scheme))
+    url = _websocket_location(_str(cap, "url", path), base, f"{path}.url")
     # supportsPush is required by RFC 8887 §3, but its absence only means "no push" and
     # refusing the whole server for it would help nobody; a wrong type is still an error.
     if "supportsPush" in cap:

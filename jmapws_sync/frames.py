@@ -7,15 +7,17 @@ plain ``dict`` objects, exactly as the server sent them.
 
 from __future__ import annotations
 
+import enum
 import itertools
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
 from .errors import MethodError
 
 __all__ = [
+    "ALL_TYPES",
     "CALENDARS",
     "CONTACTS",
     "CORE",
@@ -23,6 +25,7 @@ __all__ = [
     "SUBMISSION",
     "VACATION_RESPONSE",
     "WEBSOCKET",
+    "AllTypes",
     "Frame",
     "Invocation",
     "Request",
@@ -168,12 +171,26 @@ class StateChange:
     push_state: str | None = None
 
 
+class AllTypes(enum.Enum):
+    """The type of :data:`ALL_TYPES`."""
+
+    ALL_TYPES = "all types"
+
+
+#: ``enable_push(ALL_TYPES)`` sends ``"dataTypes": null`` as RFC 8887 §4.3.5.2 writes it
+#: ("all types"), for a server that follows the RFC and has types this library does not
+#: know. ``enable_push()`` with no types sends an explicit list instead (see README).
+ALL_TYPES: Final = AllTypes.ALL_TYPES
+
+
 @attrs.frozen
 class WebSocketPushEnable:
     """Ask the server to push StateChange frames (RFC 8887 §4.3.5.2).
 
-    ``data_types=None`` means every type; ``push_state`` asks the server to replay the
-    changes since that state.
+    ``data_types`` is sent as it is, always (the RFC makes the member required):
+    ``None`` is ``"dataTypes": null``, "all types" in the RFC's words (some servers,
+    Cyrus among them, take it as "push off"; ``enable_push()`` sends an explicit list).
+    ``push_state`` asks the server to replay the changes since that state.
     """
 
     data_types: tuple[str, ...] | None = attrs.field(

@@ -138,7 +138,7 @@ from .errors import (
     SessionError,
     TransportError,
 )
-from .frames import CORE, Frame, Invocation, Request, Response, StateChange
+from .frames import CORE, AllTypes, Frame, Invocation, Request, Response, StateChange
 from .session import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_QUEUE, WsSession, _safe_url
 
 __all__ = [
@@ -355,6 +355,15 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
 
+def _types_option(data_types: Sequence[str] | AllTypes | None) -> tuple[str, ...] | AllTypes | None:
+    """``data_types`` as kept for every connection; each expands ``None`` for its server."""
+    if data_types is None or isinstance(data_types, AllTypes):
+        return data_types
+    if isinstance(data_types, str):
+        raise TypeError("data_types must be a sequence of type names, not a string")
+    return tuple(data_types)
+
+
 # ---------------------------------------------------------------------------- session
 
 
@@ -365,7 +374,8 @@ class ReconnectingSession:
     connect, RFC 8620 §2), or a ``wss://``/``ws://`` URL (no discovery; :attr:`session`
     stays ``None``). ``auth`` is called at every connect.
 
-    ``push=True`` enables push (``data_types``, ``None`` for all) on every connection;
+    ``push=True`` enables push on every connection, for ``data_types`` (``None``: every
+    type, as :meth:`WsSession.enable_push <jmapws_sync.WsSession.enable_push>` sends it);
     ``push_state`` resumes from a pushState saved by an earlier run. ``backoff`` and
     ``rng`` (a seeded :class:`random.Random` makes the delays reproducible) set the retry
     delays; ``ping_interval`` / ``ping_timeout`` the keepalive (``ping_interval=None``
@@ -385,7 +395,7 @@ class ReconnectingSession:
         *,
         auth: Auth | None = None,
         push: bool = False,
-        data_types: Sequence[str] | None = None,
+        data_types: Sequence[str] | AllTypes | None = None,
         push_state: str | None = None,
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
@@ -405,8 +415,6 @@ class ReconnectingSession:
         scheme = urlsplit(url).scheme
         if scheme not in ("http", "https", "ws", "wss"):
             raise ValueError(f"not an http(s) or ws(s) URL: {_safe_url(url)}")
-        if isinstance(data_types, str):
-            raise TypeError("data_types must be a sequence of type names, not a string")
         if ping_interval is not None and (ping_interval <= 0 or ping_timeout <= 0):
             raise ValueError("ping_interval and ping_timeout must be positive")
         self._url = url
@@ -435,7 +443,7 @@ class ReconnectingSession:
         self._cond = threading.Condition(threading.Lock())
         # Everything below is guarded by _cond.
         self._push = push
-        self._data_types: tuple[str, ...] | None = None if data_types is None else tuple(data_types)
+        self._data_types = _types_option(data_types)
         self._push_state = push_state
         self._session: SessionResource | None = None
         self._current: _Conn | None = None
@@ -564,7 +572,9 @@ class ReconnectingSession:
             return
 
     def enable_push(
-        self, data_types: Sequence[str] | None = None, push_state: str | None = None
+        self,
+        data_types: Sequence[str] | AllTypes | None = None,
+        push_state: str | None = None,
     ) -> None:
         """Enable push now (if connected) and on every later connection.
 
@@ -573,9 +583,7 @@ class ReconnectingSession:
         :class:`~jmapws_sync.PushUnavailable` when the Session resource says the server
         has no push. A connection that breaks while this is sent gets it on the next one.
         """
-        if isinstance(data_types, str):
-            raise TypeError("data_types must be a sequence of type names, not a string")
-        types = None if data_types is None else tuple(data_types)
+        types = _types_option(data_types)
         session = self._session
         ws_cap = session.websocket if session is not None else None
         if ws_cap is not None and not ws_cap.supports_push:

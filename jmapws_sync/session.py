@@ -33,7 +33,7 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
 
@@ -56,6 +56,7 @@ from .errors import (
     WebSocketProtocolError,
 )
 from .frames import (
+    AllTypes,
     Frame,
     Request,
     RequestError,
@@ -164,6 +165,20 @@ class _StreamEnded(Exception):
         super().__init__()
         self.error = error
         self.local = local
+
+
+def push_types(
+    data_types: Sequence[str] | AllTypes | None, session: SessionResource | None
+) -> tuple[str, ...] | None:
+    """What ``enable_push(data_types)`` sends as ``dataTypes``: a tuple, or None for null."""
+    if isinstance(data_types, AllTypes):
+        return None
+    if data_types is not None:
+        if isinstance(data_types, str):
+            raise TypeError("data_types must be a sequence of type names, not a string")
+        return tuple(data_types)
+    known = session.push_data_types() if session is not None else ()
+    return known or None
 
 
 def _safe_url(url: str) -> str:
@@ -378,19 +393,29 @@ class WsSession:
         self._send(_TEXT, encode_bytes(request, id))
 
     def enable_push(
-        self, data_types: list[str] | tuple[str, ...] | None = None, push_state: str | None = None
+        self,
+        data_types: Sequence[str] | AllTypes | None = None,
+        push_state: str | None = None,
     ) -> None:
         """Ask the server to push StateChange frames (RFC 8887 §4.3.5.2).
 
-        ``data_types=None`` means all types. With ``push_state`` (e.g. the last
-        :attr:`push_state` of an earlier connection) the server replays what changed
-        since. Raises :class:`PushUnavailable` before sending anything when the Session
-        resource says the server does not support push.
+        ``data_types``: the type names to hear about; ``None`` (the default) for every
+        type, sent as the explicit list of the types of the capabilities that the Session
+        resource advertises (:meth:`SessionResource.push_data_types
+        <jmapws_sync.SessionResource.push_data_types>`), because servers such as Cyrus
+        take ``"dataTypes": null`` as "push off"; it is sent as ``null`` when no Session
+        resource is known or none of its capabilities is. :data:`~jmapws_sync.ALL_TYPES`
+        sends ``null`` in any case. With ``push_state`` (the :attr:`push_state` of an
+        earlier connection) the server replays what changed since. Raises
+        :class:`PushUnavailable` before sending anything when the Session resource says
+        the server does not support push.
         """
         ws_cap = self.session.websocket if self.session is not None else None
         if ws_cap is not None and not ws_cap.supports_push:
             raise PushUnavailable("the server's Session resource says supportsPush: false")
-        frame = WebSocketPushEnable(data_types=data_types, push_state=push_state)
+        frame = WebSocketPushEnable(
+            data_types=push_types(data_types, self.session), push_state=push_state
+        )
         self._send(_TEXT, encode_bytes(frame))
 
     def disable_push(self) -> None:

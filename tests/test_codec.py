@@ -192,8 +192,11 @@ def test_encode_request_adds_type_and_optional_id() -> None:
 
 
 def test_encode_push_frames() -> None:
-    """Push enable/disable encode per RFC 8887 §4.3.5; None members are left out."""
-    assert json.loads(encode(jws.WebSocketPushEnable())) == {"@type": "WebSocketPushEnable"}
+    """Push enable/disable encode per RFC 8887 §4.3.5; dataTypes (required) is always there."""
+    assert json.loads(encode(jws.WebSocketPushEnable())) == {
+        "@type": "WebSocketPushEnable",
+        "dataTypes": None,
+    }
     assert json.loads(encode(jws.WebSocketPushEnable(data_types=["Email"], push_state="p"))) == {
         "@type": "WebSocketPushEnable",
         "dataTypes": ["Email"],

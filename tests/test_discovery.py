@@ -413,6 +413,60 @@ def test_ws_url_allowed_only_from_http_resource_and_wss_always() -> None:
     assert websocket_url(relative) == "wss://example.com/jmap/ws"
 
 
+@pytest.mark.parametrize(
+    ("advertised", "base", "expected"),
+    [
+        # Cyrus 3.6: a scheme with no host, and wss even over plain http.
+        ("wss:/jmap/ws/", "http://127.0.0.1:8080/jmap", "ws://127.0.0.1:8080/jmap/ws/"),
+        ("wss:/jmap/ws/", "https://mail.example.com/jmap", "wss://mail.example.com/jmap/ws/"),
+        # The host and the security come from the resource: never ws from an https one.
+        ("ws:/jmap/ws", "https://mail.example.com/jmap", "wss://mail.example.com/jmap/ws"),
+        ("ws:/jmap/ws?x=1", "http://h:81/s", "ws://h:81/jmap/ws?x=1"),
+        ("wss:ws", "http://h/jmap/session", "ws://h/jmap/ws"),
+        ("/jmap/ws/", "https://[::1]:8443/jmap", "wss://[::1]:8443/jmap/ws/"),
+        ("https:/jmap/ws", "http://h/s", "ws://h/jmap/ws"),
+    ],
+)
+def test_host_less_websocket_url_takes_host_and_security_of_the_resource(
+    advertised: str, base: str, expected: str
+) -> None:
+    """A ws(s) URL without a host (Cyrus: "wss:/jmap/ws/") resolves like a relative one."""
+    resource = SessionResource.from_json(_with_ws({"url": advertised}), url=base)
+    assert resource.websocket is not None
+    assert resource.websocket.url == expected
+    assert websocket_url(resource) == expected
+
+
+@pytest.mark.parametrize("advertised", ["ftp:/jmap/ws", "ws://", "wss://h:99999/ws", "mailto:x"])
+def test_unusable_websocket_url_names_the_field(advertised: str) -> None:
+    """Other schemes, no host at all, or a port out of range: SessionError naming the field."""
+    with pytest.raises(jws.SessionError) as info:
+        SessionResource.from_json(_with_ws({"url": advertised}), url="http://h/jmap")
+    assert info.value.field == f"capabilities.{WS_URN}.url"
+
+
+def test_push_data_types_come_from_the_advertised_capabilities() -> None:
+    """Every known capability of the resource and its accounts brings its types, once each."""
+    body = session_body()
+    body["capabilities"]["urn:ietf:params:jmap:submission"] = {}
+    body["accounts"]["A97813"]["accountCapabilities"] = {jws.CONTACTS: {}}
+    resource = SessionResource.from_json(body, url="https://example.com/jmap")
+    assert resource.push_data_types() == (
+        "Mailbox",
+        "Thread",
+        "Email",
+        "EmailDelivery",
+        "Identity",
+        "EmailSubmission",
+        "AddressBook",
+        "ContactCard",
+    )
+    body["capabilities"] = {k: v for k, v in body["capabilities"].items() if "mail" not in k}
+    body["accounts"] = {}
+    bare = SessionResource.from_json(body, url="https://example.com/jmap")
+    assert bare.push_data_types() == ("Identity", "EmailSubmission")
+
+
 # -- TLS -----------------------------------------------------------------------------------------
 
 

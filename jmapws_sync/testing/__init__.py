@@ -14,11 +14,12 @@ See :class:`ReferenceServer` for the routes, the methods served (``Core/echo`` a
 from __future__ import annotations
 
 from jmapws_sync.testing.jmap import CORE, NOTES, WEBSOCKET, Limits, evaluate_pointer
-from jmapws_sync.testing.server import Handshake, ReferenceServer
+from jmapws_sync.testing.server import CYRUS_QUIRKS, Handshake, ReferenceServer
 from jmapws_sync.testing.store import NoteStore, account_id_for
 
 __all__ = [
     "CORE",
+    "CYRUS_QUIRKS",
     "NOTES",
     "WEBSOCKET",
     "Handshake",

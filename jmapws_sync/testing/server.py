@@ -35,6 +35,7 @@ import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
@@ -50,7 +51,7 @@ from jmapws_sync.testing.jmap import (
 )
 from jmapws_sync.testing.store import NoteStore, account_id_for
 
-__all__ = ["Handshake", "ReferenceServer"]
+__all__ = ["CYRUS_QUIRKS", "Handshake", "ReferenceServer"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,18 @@ WS_PATH = "/jmap/ws"
 WELL_KNOWN_PATH = "/.well-known/jmap"
 CHALLENGE = 'Basic realm="jmap", Bearer realm="jmap"'
 PROBLEM_JSON = "application/problem+json"
+
+#: The :class:`ReferenceServer` options that make it behave as Cyrus IMAP 3.6 does where
+#: Cyrus departs from what a client would assume (seen against Cyrus 3.6.1 and 3.10.3):
+#: ``ReferenceServer(**CYRUS_QUIRKS)``.
+CYRUS_QUIRKS: Mapping[str, Any] = MappingProxyType(
+    {
+        "relative_urls": True,
+        "hostless_ws_url": True,
+        "well_known_status": 301,
+        "null_data_types_mean_off": True,
+    }
+)
 
 #: How long a graceful close may take before the connection is aborted.
 _CLOSE_TIMEOUT = 1.0
@@ -134,9 +147,15 @@ class ReferenceServer:
 
         again = ReferenceServer(store=srv.store, port=srv.port, users=...).start()
 
-    ``relative_urls`` advertises apiUrl, the WebSocket url and the other URLs as
-    relative references (as some deployed servers do). ``seed`` seeds the generator used
-    by :meth:`delay` and :meth:`reorder` for reproducible runs.
+    Quirks of deployed servers, each off by default (:data:`CYRUS_QUIRKS` turns on those
+    of Cyrus IMAP 3.6): ``relative_urls`` advertises apiUrl, the WebSocket url and the
+    other URLs as relative references; ``hostless_ws_url`` advertises the WebSocket as
+    ``wss:/jmap/ws`` (a scheme without a host, ``wss`` even over plain http);
+    ``well_known_status`` is the redirect status of ``/.well-known/jmap`` (Cyrus: 301);
+    ``null_data_types_mean_off`` makes a WebSocketPushEnable whose ``dataTypes`` is
+    missing, ``null`` or ``[]`` turn push off, as Cyrus does, instead of meaning "all
+    types" (RFC 8887 §4.3.5.2). ``seed`` seeds the generator used by :meth:`delay` and
+    :meth:`reorder` for reproducible runs.
 
     Knobs (thread-safe; those that act on open connections need a running server, else
     ``RuntimeError``): :meth:`delay`, :meth:`reorder`, :meth:`send_binary`,
@@ -158,6 +177,9 @@ class ReferenceServer:
         store: NoteStore | None = None,
         ssl_context: ssl.SSLContext | None = None,
         relative_urls: bool = False,
+        hostless_ws_url: bool = False,
+        well_known_status: int = 307,
+        null_data_types_mean_off: bool = False,
         supports_push: bool = True,
         max_calls_in_request: int = 16,
         max_concurrent_requests: int = 4,
@@ -177,6 +199,11 @@ class ReferenceServer:
             self.store.ensure_account(user)
         self._ssl_context = ssl_context
         self._relative_urls = relative_urls
+        self._hostless_ws_url = hostless_ws_url
+        if well_known_status not in (301, 302, 303, 307, 308):
+            raise ValueError("well_known_status must be a redirect status")
+        self._well_known_status = well_known_status
+        self._null_types_off = null_data_types_mean_off
         self._supports_push = supports_push
         self.limits = Limits(
             max_size_request=max_size_request,
@@ -204,6 +231,7 @@ class ReferenceServer:
         self._requests_seen = 0
         self._inflight: Counter[str] = Counter()
         self._last_handshake: Handshake | None = None
+        self._last_push_enable: dict[str, Any] | None = None
         self._session_serial = 0
         # Knobs (plain attributes: written by the test thread, read by the loop).
         self._delay: tuple[float, float] | None = None
@@ -408,6 +436,10 @@ class ReferenceServer:
     def last_handshake(self) -> Handshake | None:
         """The last WebSocket upgrade attempt (successful or not), or ``None``."""
         return self._last_handshake
+
+    def last_push_enable(self) -> dict[str, Any] | None:
+        """The last WebSocketPushEnable object received (as sent, decoded), or ``None``."""
+        return self._last_push_enable
 
     # -- knobs: timing --------------------------------------------------------------------
     def delay(self, seconds: float | tuple[float, float] | None) -> None:
@@ -678,7 +710,9 @@ class ReferenceServer:
         if user is None:
             return self._unauthorized(scheme)
         location = SESSION_PATH if self._relative_urls else self.session_url
-        raise web.HTTPTemporaryRedirect(location)
+        response = web.Response(status=self._well_known_status)
+        response.headers["Location"] = location
+        return response
 
     async def _handle_session(self, request: web.Request) -> web.StreamResponse:
         user, scheme = self._authenticate(request)
@@ -690,7 +724,10 @@ class ReferenceServer:
         """The Session resource (RFC 8620 §2) that ``user`` gets from ``/jmap/session``."""
         account_id = self.store.ensure_account(user)
         base = "" if self._relative_urls else self.base_url
-        ws_url = WS_PATH if self._relative_urls else self.ws_url
+        if self._hostless_ws_url:
+            ws_url = "wss:" + WS_PATH  # Cyrus 3.6: "wss:/jmap/ws/", over http as well
+        else:
+            ws_url = WS_PATH if self._relative_urls else self.ws_url
         return {
             "capabilities": {
                 CORE: self.limits.capability(),
@@ -935,6 +972,7 @@ class ReferenceServer:
     # -- WebSocket: push ------------------------------------------------------------------
     def _push_enable(self, conn: _Connection, obj: dict[str, Any]) -> None:
         """WebSocketPushEnable (RFC 8887 §4.3.5.2), with replay from ``pushState``."""
+        self._last_push_enable = obj
         data_types = obj.get("dataTypes")
         push_state = obj.get("pushState")
         if (
@@ -948,6 +986,11 @@ class ReferenceServer:
             return
         if not self._supports_push:
             logger.debug("push requested by %s but supportsPush is false; ignored", conn.user)
+            return
+        if self._null_types_off and not data_types:
+            # Cyrus: no dataTypes, null and [] all turn push off, an earlier enable too.
+            logger.debug("WebSocketPushEnable without types from %s: push off", conn.user)
+            conn.push_enabled = False
             return
         conn.push_enabled = True
         conn.data_types = None if data_types is None else frozenset(data_types)
