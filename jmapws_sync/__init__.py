@@ -12,22 +12,19 @@
 
 from __future__ import annotations
 
+from ._framing import CloseCode
 from .auth import Auth, BasicAuth, BearerAuth
+from .client import connect
 from .codec import decode, encode
-from .discovery import (
-    Account,
-    CoreCapability,
-    InsecureWebSocketUrl,
-    SessionResource,
-    WebSocketCapability,
-    connect,
-    fetch_session,
-)
+from .discovery import fetch_session
 from .errors import (
     AuthenticationError,
     ConnectionClosedError,
+    ConnectionLost,
     HandshakeError,
+    InsecureWebSocketUrl,
     JmapWsError,
+    KeepaliveTimeout,
     MessageTooLarge,
     MethodError,
     ParseError,
@@ -63,13 +60,9 @@ from .frames import (
     WebSocketPushDisable,
     WebSocketPushEnable,
 )
-from .reconnect import (
-    Backoff,
-    ConnectionLost,
-    KeepaliveTimeout,
-    ReconnectInfo,
-    ReconnectingSession,
-)
+from .policy import Backoff
+from .reconnect import ReconnectInfo, ReconnectingSession
+from .resource import Account, CoreCapability, SessionResource, WebSocketCapability
 from .session import WsSession
 
 __version__ = "0.1.0"
@@ -90,6 +83,7 @@ __all__ = [
     "Backoff",
     "BasicAuth",
     "BearerAuth",
+    "CloseCode",
     "ConnectionClosedError",
     "ConnectionLost",
     "CoreCapability",

@@ -15,10 +15,16 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Mapping
 
-__all__ = ["Auth", "BasicAuth", "BearerAuth"]
+__all__ = ["Auth", "BasicAuth", "BearerAuth", "basic_header"]
 
 #: What every ``auth=`` parameter accepts.
 Auth = Callable[[], Mapping[str, str]]
+
+
+def basic_header(username: str, password: str) -> str:
+    """The ``Authorization`` (or ``Proxy-Authorization``) value for HTTP Basic, in UTF-8."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
 
 
 class BasicAuth:
@@ -30,8 +36,7 @@ class BasicAuth:
         if ":" in username:
             raise ValueError("a Basic auth user name cannot contain ':'")
         self.username = username
-        token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-        self._header = f"Basic {token}"
+        self._header = basic_header(username, password)
 
     def __call__(self) -> dict[str, str]:
         return {"Authorization": self._header}

@@ -12,7 +12,6 @@ Exit statuses: 0 success; 1 another jmapws_sync error; 2 usage or input error;
 from __future__ import annotations
 
 import argparse
-import base64
 import getpass
 import json
 import logging
@@ -24,9 +23,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from . import __version__
-from .auth import Auth, BasicAuth, BearerAuth
+from ._net import make_ssl_context
+from .auth import Auth, BasicAuth, BearerAuth, basic_header
+from .client import connect
 from .codec import CLIENT_FRAMES, decode, encode
-from .discovery import connect, fetch_session, make_ssl_context
+from .discovery import fetch_session
 from .errors import (
     AuthenticationError,
     HandshakeError,
@@ -231,11 +232,10 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
 def _post_api(api_url: str, user: str, password: str, body: dict[str, Any]) -> dict[str, Any]:
     """A Note/set over plain HTTP, standing for 'another client somewhere else'."""
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
     request = urllib.request.Request(  # noqa: S310 - a loopback http URL we built
         api_url,
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"},
+        headers={"Content-Type": "application/json", "Authorization": basic_header(user, password)},
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310

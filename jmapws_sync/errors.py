@@ -1,29 +1,31 @@
-"""The exceptions raised by jmapws_sync.
+"""The exceptions raised by jmapws_sync, and the one place other libraries' errors become ours.
 
 Every exception the library raises on purpose derives from :class:`JmapWsError`, except
 timeouts, which are the builtin :class:`TimeoutError`, and programming errors such as a
 request that cannot be encoded (:class:`ValueError` / :class:`TypeError`).
 
-Exceptions from websocket-client, ``ssl`` and ``socket`` are translated at the boundary and
-chained (``raise ... from exc``), so ``__cause__`` keeps the original for debugging.
+Exceptions from websocket-client, ``http.client``, ``ssl`` and ``socket`` are translated by
+:func:`translate` and chained (``raise ... from exc``), so ``__cause__`` keeps the
+original for debugging.
 
 ::
 
     JmapWsError
-     ├── TransportError            the connection is gone; raised once, SessionClosed after
+     ├── TransportError             the connection is gone; raised once, SessionClosed after
      │    ├── ConnectionClosedError  the server closed with a code other than 1000/1001
      │    ├── MessageTooLarge        a message exceeded max_message_size (we closed with 1009)
      │    ├── WebSocketProtocolError bad RFC 6455 framing (1002) or bad UTF-8 (1007)
-     │    ├── ConnectionLost         (reconnect.py) a call in flight when the connection broke
-     │    └── KeepaliveTimeout       (reconnect.py) the peer showed no sign of life in time
+     │    ├── ConnectionLost         a call or send in flight when the connection broke
+     │    └── KeepaliveTimeout       the peer showed no sign of life in time
      ├── ProtocolViolation          a binary message (RFC 8887 §4.3); the stream is still usable
-     │    └── StarvationError       too many consecutive non-text messages; still usable
+     │    └── StarvationError       a burst of messages without data; still usable
      ├── ParseError                 a text message that is not a JSON object; still usable
      ├── SessionClosed              the session is finished; ``cause`` says why
      ├── HandshakeError             the WebSocket upgrade was refused (``status``)
      ├── AuthenticationError        HTTP 401/403, or close code 1008 (credentials expired)
      ├── SessionError               the JMAP Session resource could not be fetched or read
-     │    └── WebSocketUnavailable  the server does not offer JMAP over WebSocket
+     │    ├── WebSocketUnavailable  the server does not offer JMAP over WebSocket
+     │    └── InsecureWebSocketUrl  an https Session resource names a ws:// URL
      ├── RequestFailed              the server answered a call() with a RequestError
      ├── MethodError                a method call in a Response failed (``["error", ...]``)
      └── PushUnavailable            the server says it does not support push over WebSocket
@@ -34,7 +36,12 @@ private data; attributes such as ``RequestFailed.problem`` hold the details.
 
 from __future__ import annotations
 
+import http.client
+import ssl
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+import websocket
 
 if TYPE_CHECKING:
     from .frames import RequestError
@@ -42,8 +49,11 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthenticationError",
     "ConnectionClosedError",
+    "ConnectionLost",
     "HandshakeError",
+    "InsecureWebSocketUrl",
     "JmapWsError",
+    "KeepaliveTimeout",
     "MessageTooLarge",
     "MethodError",
     "ParseError",
@@ -56,6 +66,8 @@ __all__ = [
     "TransportError",
     "WebSocketProtocolError",
     "WebSocketUnavailable",
+    "challenge_scheme",
+    "translate",
 ]
 
 
@@ -88,6 +100,9 @@ class MessageTooLarge(TransportError):
     each frame header announces, before the payload is read.
     """
 
+    #: The close code the session sent (RFC 6455 §7.4.1: message too big).
+    close_code = 1009
+
     def __init__(self, size: int, limit: int) -> None:
         self.size = size
         self.limit = limit
@@ -95,7 +110,36 @@ class MessageTooLarge(TransportError):
 
 
 class WebSocketProtocolError(TransportError):
-    """The server broke the WebSocket framing rules (RFC 6455); the session is finished."""
+    """The server broke the WebSocket rules (RFC 6455); the session is finished.
+
+    ``close_code`` is the code the session closed with: 1002 (protocol error) or 1007
+    (a text message or close reason that is not UTF-8).
+    """
+
+    def __init__(self, message: str, *, close_code: int = 1002) -> None:
+        self.close_code = close_code
+        super().__init__(message)
+
+
+class ConnectionLost(TransportError):
+    """The connection broke while this call or send was in flight; it was not re-sent.
+
+    Raised by :class:`~jmapws_sync.ReconnectingSession`. The server may or may not have
+    received (and run) the request: only the application knows whether running it twice
+    is harmless. ``__cause__`` is the error that ended the connection; the next call uses
+    the new connection.
+    """
+
+
+class KeepaliveTimeout(TransportError):
+    """Nothing arrived within ``ping_timeout`` after a Ping: the peer is declared dead.
+
+    ``silent_for`` is how long the connection had been silent when it was dropped.
+    """
+
+    def __init__(self, message: str, *, silent_for: float) -> None:
+        self.silent_for = silent_for
+        super().__init__(message)
 
 
 class ProtocolViolation(JmapWsError):
@@ -106,7 +150,7 @@ class ProtocolViolation(JmapWsError):
 
 
 class StarvationError(ProtocolViolation):
-    """More than 64 consecutive messages carried no data (pings, pongs, empty fragments).
+    """More than 64 messages in a row carried no data (pings, pongs, empty fragments).
 
     Raised so that a server flooding control frames cannot keep a reader busy forever;
     the stream is still usable and the count starts again.
@@ -176,6 +220,15 @@ class WebSocketUnavailable(SessionError):
     """The Session resource has no ``urn:ietf:params:jmap:websocket`` capability."""
 
 
+class InsecureWebSocketUrl(SessionError):
+    """The Session resource came over https but advertises a ``ws://`` (cleartext) URL.
+
+    Following it would send the credentials, and every request, unencrypted: a downgrade
+    an attacker on the path could not otherwise force. ``ws://`` is accepted only when the
+    Session resource itself came over plain http (local development).
+    """
+
+
 class RequestFailed(JmapWsError):
     """The server rejected a whole request; ``problem`` is its :class:`RequestError`."""
 
@@ -203,3 +256,53 @@ class MethodError(JmapWsError):
 
 class PushUnavailable(JmapWsError):
     """The server's Session resource says ``supportsPush: false``."""
+
+
+# ---------------------------------------------------------------------------- translation
+
+
+def challenge_scheme(header: str | None) -> str | None:
+    """The auth scheme a ``WWW-Authenticate`` value names first (``"Basic"``), or None."""
+    if not header or not header.strip():
+        return None
+    return header.split(None, 1)[0].rstrip(",") or None
+
+
+def translate(exc: BaseException, url: str, *, action: str, timed_out: bool = False) -> Exception:
+    """The exception of our tree for what ``socket``, ``ssl``, ``http.client`` or
+    websocket-client raised while ``action`` (e.g. "connecting to") the safe ``url``.
+
+    ``timed_out``: a deadline watchdog had fired, so whatever broke was the deadline.
+    Refused and unreachable hosts, resets, TLS failures and malformed HTTP become
+    :class:`TransportError` (``__cause__`` an :class:`ssl.SSLCertVerificationError`
+    when the certificate was not trusted); timeouts the builtin :class:`TimeoutError`; an
+    HTTP status answering the upgrade :class:`AuthenticationError` (401/403) or
+    :class:`HandshakeError`; any other websocket-client error :class:`HandshakeError`.
+    The caller chains the result (``raise translate(exc, ...) from exc``).
+    """
+    if isinstance(exc, websocket.WebSocketBadStatusException):
+        status = exc.status_code
+        headers: Mapping[str, str] = exc.resp_headers or {}
+        if status in (401, 403):
+            return AuthenticationError(
+                f"{url} refused the credentials (HTTP {status})",
+                status=status,
+                scheme=challenge_scheme(headers.get("www-authenticate")),
+            )
+        return HandshakeError(f"{url} refused the WebSocket upgrade (HTTP {status})", status=status)
+    if timed_out or isinstance(exc, TimeoutError | websocket.WebSocketTimeoutException):
+        return TimeoutError(f"{action} {url} timed out")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return TransportError(
+            f"TLS certificate verification failed for {url} (certificate or host name not"
+            f" trusted): {exc.verify_message}"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return TransportError(f"TLS failure {action} {url}: {exc.reason or exc}")
+    if isinstance(exc, http.client.HTTPException):
+        return TransportError(f"invalid HTTP response from {url}: {type(exc).__name__}")
+    if isinstance(
+        exc, OSError | websocket.WebSocketAddressException | websocket.WebSocketProxyException
+    ):
+        return TransportError(f"{action} {url} failed: {exc}")
+    return HandshakeError(f"invalid WebSocket handshake from {url}: {exc}")

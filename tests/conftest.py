@@ -1,4 +1,5 @@
-"""Shared fixtures: a reference JMAP server on 127.0.0.1 port 0, and sessions to it."""
+"""Shared fixtures: a reference JMAP server on 127.0.0.1 port 0, sessions to it, and a check
+that no test leaves a library thread behind."""
 
 from __future__ import annotations
 
@@ -9,8 +10,19 @@ import pytest
 import jmapws_sync as jws
 from jmapws_sync.testing import ReferenceServer
 
+from .support.threads import library_threads, wait_gone
+
 USERS = {"alice": "alice-secret-pw", "bob": "bob-secret-pw"}
 ALICE = jws.BasicAuth("alice", USERS["alice"])
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_left_behind() -> Iterator[None]:
+    """Fail a test that leaves a ``jmapws-`` thread alive (5 s after its fixtures end)."""
+    before = library_threads()
+    yield
+    left = wait_gone(library_threads() - before)
+    assert not left, f"threads left behind: {sorted(t.name for t in left)}"
 
 
 @pytest.fixture

@@ -108,10 +108,7 @@ def test_connection_drop_wakes_fifty_waiting_callers_within_a_second(
             t.start()
         for _ in range(50):
             assert sent.acquire(timeout=10)
-        deadline = time.monotonic() + 10
-        while server.requests_seen() < 50:  # every request has reached the server
-            assert time.monotonic() < deadline
-            threading.Event().wait(0.01)
+        assert server.wait_for_requests(50, timeout=10)  # every request has reached the server
         reset_at = time.monotonic()
         server.reset_all()
         for t in threads:
@@ -181,10 +178,7 @@ def test_slot_wait_counts_against_the_timeout(server: ReferenceServer) -> None:
 
         blocker = threading.Thread(target=hold_the_slot)
         blocker.start()
-        deadline = time.monotonic() + 5
-        while server.requests_seen() < 1:
-            assert time.monotonic() < deadline
-            threading.Event().wait(0.01)
+        assert server.wait_for_requests(1, timeout=5)
         start = time.monotonic()
         with pytest.raises(TimeoutError, match="slot"):
             ws.call(echo(1), timeout=0.2)

@@ -15,18 +15,17 @@ import pytest
 import trustme
 
 import jmapws_sync as jws
-from jmapws_sync.discovery import (
+from jmapws_sync import (
     CoreCapability,
     InsecureWebSocketUrl,
     SessionResource,
     WebSocketCapability,
     connect,
     fetch_session,
-    make_ssl_context,
-    websocket_url,
 )
+from jmapws_sync.discovery import make_ssl_context, websocket_url
 
-from .httpfixtures import (
+from .support.httpfixtures import (
     ConnectProxy,
     HttpServer,
     Reply,
@@ -36,7 +35,7 @@ from .httpfixtures import (
     redirect,
     session_body,
 )
-from .rawws import RawServer, idle
+from .support.rawws import RawServer, idle
 
 SECRET = "s3cret-t0ken"
 CORE_URN = "urn:ietf:params:jmap:core"

@@ -23,15 +23,16 @@ import pytest
 import jmapws_sync as jws
 from jmapws_sync.discovery import SessionResource, fetch_session
 
-from .faultservers import (
+from .support.faultservers import (
     PartialHandshakeServer,
     TrickleHandshakeServer,
     barrier,
     hang_up,
     scripted_session,
 )
-from .httpfixtures import HttpServer, Reply, json_reply, redirect, session_body
-from .rawws import CLOSE, CONT, PING, PONG, TEXT, Peer
+from .support.httpfixtures import HttpServer, Reply, json_reply, redirect, session_body
+from .support.rawws import CLOSE, CONT, PING, PONG, TEXT, Peer
+from .support.threads import wait_no_readers
 
 ECHO = jws.Request(using=[jws.CORE], method_calls=[jws.Invocation("Core/echo", {"x": 1}, "c0")])
 BEFORE = 5  # frames sent before each fault
@@ -66,8 +67,7 @@ def assert_kept_then(ws: jws.WsSession, error: type[BaseException]) -> BaseExcep
     with pytest.raises(jws.SessionClosed) as later:
         ws.next_frame(timeout=5)
     assert later.value.cause is info.value
-    ws._reader.join(5)
-    assert not ws._reader.is_alive()
+    wait_no_readers()
     assert ws.closed
     return info.value
 
@@ -117,7 +117,7 @@ def test_tcp_reset_mid_answer_wakes_the_waiting_call() -> None:
         assert not thread.is_alive()
         assert time.monotonic() - start < 5
         assert isinstance(outcome[0], jws.TransportError)
-        assert not ws._pending
+        assert ws.pending_calls == 0
 
 
 @pytest.mark.parametrize(
@@ -144,8 +144,7 @@ def test_partial_frame_then_silence_then_close(cut: int) -> None:
             ws.next_frame(timeout=5)
         with pytest.raises(jws.SessionClosed):
             ws.next_frame(timeout=5)
-        ws._reader.join(5)
-        assert not ws._reader.is_alive()
+        wait_no_readers()
 
 
 def test_eof_between_messages_keeps_earlier_frames() -> None:
@@ -166,11 +165,11 @@ def test_half_open_server_call_times_out_and_close_is_bounded() -> None:
         with pytest.raises(TimeoutError):
             ws.call(ECHO, timeout=0.3)
         assert 0.25 < time.monotonic() - start < 2.0
-        assert not ws._pending
+        assert ws.pending_calls == 0
         start = time.monotonic()
         ws.close()
         assert time.monotonic() - start < 0.5 + 1.0
-        assert not ws._reader.is_alive()
+        wait_no_readers()
         with pytest.raises(jws.SessionClosed):
             ws.next_frame(timeout=1)
 

@@ -3,9 +3,10 @@
 * ``codec.decode`` on any text returns a frame or raises ``ParseError``; on any JSON object it
   returns a frame (typed when the body fits, ``UnknownFrame`` otherwise), never raises.
 * ``encode`` then ``decode`` gives back the frame, for every encodable frame type.
-* The session's frame reader, fed random byte streams by a raw server after the handshake,
-  always ends with frames, documented exceptions and a finished stream; never a hang, never
-  an undocumented exception, and its thread always exits.
+* The session's reader thread, fed random byte streams by a raw server after the
+  handshake, always ends with frames, documented exceptions and a finished stream; never a
+  hang, never an undocumented exception, and its thread always exits. (The framing rules
+  themselves are fuzzed without sockets, with many more examples, in test_framing.py.)
 
 Each property counts the examples it ran and prints the count (``pytest -s`` shows them).
 """
@@ -27,7 +28,16 @@ from hypothesis import strategies as st
 import jmapws_sync as jws
 from jmapws_sync import codec
 
-from .rawws import Peer, RawServer, echo_requests
+from .support.rawws import Peer, RawServer, echo_requests
+from .support.strategies import (
+    byte_streams,
+    invocations,
+    json_objects,
+    json_values,
+    plausible_members,
+    string_maps,
+)
+from .support.threads import wait_no_readers
 
 RUNS: Counter[str] = Counter()
 
@@ -41,46 +51,6 @@ FRAME_TYPES = (jws.Response, jws.RequestError, jws.StateChange, jws.UnknownFrame
 SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # -- strategies ------------------------------------------------------------------------------
-
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
-    ),
-    max_leaves=12,
-)
-json_objects = st.dictionaries(st.text(max_size=10), json_values, max_size=6)
-ids = st.text(max_size=12)
-arguments = st.dictionaries(st.text(max_size=10), json_values, max_size=4)
-invocations = st.builds(jws.Invocation, st.text(max_size=16), arguments, ids)
-string_maps = st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3)
-
-# Bodies that look like the real thing: the right member names, values of any shape, and
-# often the right shapes, so the structuring code meets both near-misses and hits.
-wire_invocation = st.one_of(
-    st.tuples(st.text(max_size=8), arguments, ids).map(list),
-    json_values,
-)
-plausible_members: dict[str, st.SearchStrategy[Any]] = {
-    "methodResponses": st.lists(wire_invocation, max_size=3) | json_values,
-    "sessionState": st.text(max_size=8) | json_values,
-    "createdIds": string_maps | json_values,
-    "requestId": st.text(max_size=8) | st.integers() | json_values,
-    "type": st.text(max_size=30) | json_values,
-    "status": st.integers() | json_values,
-    "title": st.text(max_size=8) | json_values,
-    "detail": st.text(max_size=8) | json_values,
-    "limit": st.text(max_size=8) | json_values,
-    "changed": st.dictionaries(st.text(max_size=5), string_maps, max_size=3) | json_values,
-    "pushState": st.text(max_size=8) | json_values,
-}
 
 
 @st.composite
@@ -235,48 +205,12 @@ def test_call_with_unsendable_text_leaves_no_pending_waiter() -> None:
         with ws:
             with pytest.raises(ValueError):
                 ws.call(bad, timeout=5)
-            assert not ws._pending
+            assert ws.pending_calls == 0
             ok = jws.Request(using=[jws.CORE], method_calls=[jws.Invocation("X", {}, "c")])
             assert ws.call(ok, timeout=5).get("c") == {}
 
 
 # -- the session's frame reader over random byte streams ------------------------------------------
-
-
-def response_body(n: int) -> dict[str, Any]:
-    """A valid Response object."""
-    return {"@type": "Response", "methodResponses": [], "sessionState": "s", "requestId": n}
-
-
-OPCODES = [0x0, 0x1, 0x2, 0x8, 0x9, 0xA, 0x3, 0xB, 0xF]
-
-
-@st.composite
-def wire_frames(draw: st.DrawFn) -> bytes:
-    """One frame with a random header (sometimes lying about its length) and payload."""
-    payload = draw(
-        st.binary(max_size=200)
-        | st.dictionaries(
-            st.sampled_from([*plausible_members, "@type"]), json_scalars, max_size=4
-        ).map(lambda o: json.dumps(o).encode())
-        | st.builds(lambda n: json.dumps(response_body(n)).encode(), st.integers())
-        | st.integers(1000, 4999).map(lambda code: code.to_bytes(2, "big"))
-    )
-    opcode = draw(st.sampled_from(OPCODES) | st.sampled_from([0x1, 0x1, 0x1, 0x9]))
-    fin = draw(st.booleans() | st.just(True))
-    rsv = draw(st.just(0) | st.integers(0, 7))
-    mask = draw(st.just(False) | st.booleans())
-    length = draw(st.none() | st.none() | st.integers(0, 2**64 - 1) | st.integers(0, 300))
-    return frame(opcode, payload, fin=fin, rsv=rsv, length=length, mask=mask)
-
-
-byte_streams = st.one_of(
-    st.binary(max_size=400),
-    st.lists(wire_frames(), max_size=8).map(b"".join),
-    st.tuples(st.lists(wire_frames(), max_size=8).map(b"".join), st.integers(0, 3000)).map(
-        lambda t: t[0][: t[1]]
-    ),
-)
 
 
 class _Errors(logging.Handler):
@@ -334,8 +268,7 @@ def _fuzz_reader(data: bytes, server: RawServer, streams: queue.Queue[bytes]) ->
             seen = _consume(ws)
         finally:
             ws.close()
-        ws._reader.join(5)
-        assert not ws._reader.is_alive()
+        wait_no_readers()
     finally:
         logging.getLogger("jmapws_sync").removeHandler(errors)
     assert not errors.records, [r.getMessage() for r in errors.records]
@@ -350,7 +283,7 @@ def test_frame_reader_over_random_byte_streams() -> None:
     before = {t for t in threading.enumerate() if t.name.startswith("jmapws-reader")}
     with RawServer(_serve_from(streams)) as server:
 
-        @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
         @given(byte_streams)
         @example(b"")
         @example(frame(0x1, b"{}", length=2**40))

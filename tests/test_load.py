@@ -23,8 +23,9 @@ import pytest
 
 import jmapws_sync as jws
 
-from .faultservers import live_threads, open_fds
-from .rawws import CLOSE, Peer, RawServer
+from .support.faultservers import live_threads, open_fds
+from .support.rawws import CLOSE, Peer, RawServer
+from .support.threads import wait_no_readers
 
 THREADS = 32
 CALLS = 500
@@ -159,7 +160,7 @@ def test_32_threads_x_500_calls_all_answers_correct() -> None:
         with ws:
             outcomes = run_callers(ws)
             assert ws.late_answers == 0
-            assert not ws._pending
+            assert ws.pending_calls == 0
     elapsed = time.monotonic() - start
     kinds = [kind for per_thread in outcomes for kind, _ in per_thread]
     assert kinds.count("answer") == THREADS * CALLS, {k: kinds.count(k) for k in set(kinds)}
@@ -203,8 +204,8 @@ def test_close_at_a_random_moment_under_load(seed: int) -> None:
         closing.join(10)
         assert not closing.is_alive(), "close() hung"
         ws.close()
-        assert not ws._reader.is_alive()
-        assert not ws._pending
+        wait_no_readers()
+        assert ws.pending_calls == 0
     elapsed = time.monotonic() - start
     flat = [kind for per_thread in outcomes for kind, _ in per_thread]
     counts = {kind: flat.count(kind) for kind in set(flat)}

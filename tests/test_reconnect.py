@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import queue
 import random
-import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -21,10 +19,10 @@ from jmapws_sync.reconnect import (
     KeepaliveTimeout,
     ReconnectInfo,
     ReconnectingSession,
-    Verdict,
-    classify,
 )
 from jmapws_sync.testing import NOTES, ReferenceServer
+
+from .support.threads import library_threads, wait_gone
 
 ECHO = jws.Request(using=[jws.CORE], method_calls=[jws.Invocation("Core/echo", {"x": 1}, "c0")])
 #: Quick retries for tests: a few milliseconds, reset as soon as a connection is up.
@@ -55,7 +53,8 @@ def reconnecting(url: str, **options: Any) -> Iterator[ReconnectingSession]:
         yield rs
     finally:
         rs.close()
-        assert not rs._thread.is_alive()
+        left = wait_gone(library_threads("jmapws-reconnect"), timeout=0.0)
+        assert not left, left
 
 
 class Reader:
@@ -142,86 +141,6 @@ def call_through(rs: ReconnectingSession, request: jws.Request = ECHO) -> jws.Re
 def note_changes(srv: ReferenceServer) -> tuple[str, str]:
     """alice's current Note state and the store's pushState."""
     return srv.store.state(srv.account_id("alice")), srv.store.push_state()
-
-
-# -- backoff and policy (no sockets) --------------------------------------------------------
-
-
-def test_backoff_sequence_is_seeded_exponential_and_capped() -> None:
-    """Delays: a random first one in range, then times factor with jitter, never over the cap."""
-    backoff = Backoff(first=(1.0, 2.0), factor=2.0, ceiling=10.0, jitter=0.25)
-    seq = list(itertools.islice(backoff.delays(random.Random(7)), 10))
-    assert seq == list(itertools.islice(backoff.delays(random.Random(7)), 10))
-    rng = random.Random(7)
-    base = rng.uniform(1.0, 2.0)
-    expected = [base]
-    for _ in range(9):
-        base = min(base * 2.0, 10.0)
-        expected.append(base * (1.0 - 0.25 * rng.random()))
-    assert seq == expected
-    assert 1.0 <= seq[0] <= 2.0
-    assert all(7.5 <= d <= 10.0 for d in seq[4:])
-    exact = Backoff(first=(1.0, 1.0), factor=2.0, ceiling=10.0, jitter=0.0)
-    assert list(itertools.islice(exact.delays(random.Random()), 6)) == [1, 2, 4, 8, 10, 10]
-
-
-@pytest.mark.parametrize(
-    "options",
-    [
-        {"first": (2.0, 1.0)},
-        {"first": (-1.0, 1.0)},
-        {"first": (1.0, 100.0), "ceiling": 10.0},
-        {"factor": 0.5},
-        {"jitter": 1.0},
-        {"reset_after": -1.0},
-    ],
-)
-def test_backoff_rejects_nonsense(options: dict[str, Any]) -> None:
-    """Backoff settings that make no sense raise ValueError."""
-    with pytest.raises(ValueError, match="Backoff"):
-        Backoff(**options)
-
-
-def _tls_failure() -> jws.TransportError:
-    error = jws.TransportError("TLS certificate verification failed")
-    error.__cause__ = ssl.SSLCertVerificationError("bad certificate")
-    return error
-
-
-@pytest.mark.parametrize(
-    ("error", "verdict"),
-    [
-        (None, Verdict.RETRY),
-        (jws.ConnectionClosedError(1006), Verdict.RETRY),
-        (jws.ConnectionClosedError(1011), Verdict.RETRY),
-        (jws.ConnectionClosedError(1012), Verdict.RETRY),
-        (jws.ConnectionClosedError(1013), Verdict.RETRY),
-        (jws.ConnectionClosedError(4000), Verdict.RETRY),
-        (jws.ConnectionClosedError(1002), Verdict.FATAL),
-        (jws.ConnectionClosedError(1003), Verdict.FATAL),
-        (jws.TransportError("reset"), Verdict.RETRY),
-        (KeepaliveTimeout("silent", silent_for=1.0), Verdict.RETRY),
-        (_tls_failure(), Verdict.FATAL),
-        (TimeoutError("slow"), Verdict.RETRY),
-        (jws.HandshakeError("no", status=503), Verdict.RETRY),
-        (jws.HandshakeError("no", status=429), Verdict.RETRY),
-        (jws.HandshakeError("no", status=404), Verdict.FATAL),
-        (jws.HandshakeError("no subprotocol"), Verdict.FATAL),
-        (jws.SessionError("no", status=500), Verdict.RETRY),
-        (jws.SessionError("bad body", field="state"), Verdict.FATAL),
-        (jws.WebSocketUnavailable("none"), Verdict.FATAL),
-        (jws.AuthenticationError("no", status=401), Verdict.REAUTH),
-        (jws.AuthenticationError("expired", close_code=1008), Verdict.REAUTH),
-        (jws.SessionClosed(cause=jws.ConnectionClosedError(1011)), Verdict.RETRY),
-        (jws.SessionClosed(cause=jws.AuthenticationError("x")), Verdict.REAUTH),
-        (jws.PushUnavailable("no push"), Verdict.FATAL),
-        (ConnectionRefusedError(), Verdict.RETRY),
-        (RuntimeError("bug"), Verdict.FATAL),
-    ],
-)
-def test_classify_table(error: BaseException | None, verdict: Verdict) -> None:
-    """classify() follows the documented retry table."""
-    assert classify(error) is verdict
 
 
 def test_invalid_url_is_refused() -> None:
@@ -573,7 +492,7 @@ def test_close_during_backoff_returns_at_once(server: ReferenceServer) -> None:
         rs.close()
         elapsed = time.monotonic() - started
         assert elapsed < 0.2, elapsed
-        assert not rs._thread.is_alive()
+        assert not wait_gone(library_threads("jmapws-reconnect"), timeout=0.0)
         assert isinstance(waiter.get(timeout=WAIT), jws.SessionClosed)
         thread.join(WAIT)
         rs.close()  # idempotent

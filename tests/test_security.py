@@ -23,8 +23,8 @@ import trustme
 import jmapws_sync as jws
 from jmapws_sync.testing import ReferenceServer
 
-from .faultservers import TlsRawServer, barrier, scripted_session
-from .rawws import BINARY, TEXT, RawServer, echo_requests, idle
+from .support.faultservers import TlsRawServer, barrier, scripted_session
+from .support.rawws import BINARY, TEXT, RawServer, echo_requests, idle
 
 PASSWORD = "pw-7f3c9b1e-SECRET"
 TOKEN = "tok-51d2a8e4-SECRET"
@@ -210,11 +210,13 @@ def test_frame_payloads_stay_out_of_reprs_errors_and_logs(all_logs: Capture) -> 
     evidence = Evidence()
     with scripted_session() as (_, ws, peer):
         secret = {"secret": PAYLOAD, "nested": [{"deeper": PAYLOAD}]}
+        with pytest.raises(TimeoutError):
+            ws.call(jws.RequestBuilder().build(), timeout=0.1)
         late = {
             "@type": "Response",
             "methodResponses": [["Core/echo", secret, "c0"]],
             "sessionState": "s",
-            "requestId": f"{ws._call_prefix}999",  # a call that timed out long ago
+            "requestId": json.loads(peer.recv_frame()[2])["id"],  # the call that timed out
         }
         for body in (
             {"@type": "X-Extension", **secret},

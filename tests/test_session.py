@@ -14,8 +14,20 @@ import pytest
 import jmapws_sync as jws
 from jmapws_sync.session import MAX_CONSECUTIVE_NON_TEXT
 
-from .faultservers import scripted_session
-from .rawws import BINARY, CLOSE, CONT, PING, PONG, TEXT, Peer, RawServer, echo_requests, idle
+from .support.faultservers import scripted_session
+from .support.rawws import (
+    BINARY,
+    CLOSE,
+    CONT,
+    PING,
+    PONG,
+    TEXT,
+    Peer,
+    RawServer,
+    echo_requests,
+    idle,
+)
+from .support.threads import wait_no_readers
 
 ECHO = jws.Request(using=[jws.CORE], method_calls=[jws.Invocation("Core/echo", {"x": 1}, "c0")])
 
@@ -294,8 +306,7 @@ def test_tcp_reset_is_transport_error_then_session_closed(
         ws.next_frame(timeout=5)
     with pytest.raises(jws.SessionClosed):
         ws.send_text("{}")
-    ws._reader.join(5)
-    assert not ws._reader.is_alive()
+    wait_no_readers()
 
 
 def test_eof_mid_frame_is_transport_error(
@@ -392,7 +403,7 @@ def test_close_wakes_blocked_next_frame_and_joins_reader() -> None:
         t.join(5)
         assert not t.is_alive()
         assert isinstance(outcome[0], jws.SessionClosed)
-        assert not ws._reader.is_alive()
+        wait_no_readers()
         ws.close()  # idempotent
         assert ws.closed
 
@@ -424,7 +435,7 @@ def test_close_against_silent_server_returns_after_close_timeout() -> None:
         ws = jws.WsSession.open(server.url, timeout=5, close_timeout=0.2)
         ws.close()
         hold.set()
-        assert not ws._reader.is_alive()
+        wait_no_readers()
 
 
 def test_frames_before_local_close_are_still_returned() -> None:
@@ -519,11 +530,11 @@ def test_full_queue_pauses_reader_loudly_and_loses_nothing(
     with RawServer(idle) as server:
         ws = jws.WsSession.open(server.url, timeout=5, max_queue=10)
         peer = server.next_peer()
-        with caplog.at_level(logging.WARNING, logger="jmapws_sync.session"):
+        with caplog.at_level(logging.WARNING, logger="jmapws_sync"):
             for i in range(100):
                 peer.send_json({"@type": "StateChange", "changed": {}, "pushState": str(i)})
             first = ws.next_frame(timeout=5)
-            assert ws._queue.qsize() <= 10  # the reader stopped at the mark
+            assert ws.pending_frames <= 10  # the reader stopped at the mark
             states = [first] + [ws.next_frame(timeout=5) for _ in range(99)]
         ws.close()
     assert [s.push_state for s in states] == [str(i) for i in range(100)]  # type: ignore[union-attr]
@@ -539,7 +550,7 @@ def test_close_wakes_a_reader_paused_on_a_full_queue() -> None:
             peer.send_json({"@type": "StateChange", "changed": {}, "pushState": str(i)})
         assert ws.next_frame(timeout=5) is not None
         ws.close()
-        assert not ws._reader.is_alive()
+        wait_no_readers()
 
 
 def test_repr_hides_credentials_in_url() -> None:

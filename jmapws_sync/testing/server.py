@@ -433,6 +433,16 @@ class ReferenceServer:
         """How many JMAP Request objects arrived (WebSocket frames and HTTP API posts)."""
         return self._requests_seen
 
+    def wait_for_requests(self, n: int, timeout: float | None = None) -> bool:
+        """Block until at least ``n`` Request objects have arrived; ``False`` on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._requests_seen >= n, timeout)
+
+    def _count_request(self) -> None:
+        with self._cond:
+            self._requests_seen += 1
+            self._cond.notify_all()
+
     def last_handshake(self) -> Handshake | None:
         """The last WebSocket upgrade attempt (successful or not), or ``None``."""
         return self._last_handshake
@@ -756,7 +766,7 @@ class ReferenceServer:
         user, scheme = self._authenticate(request)
         if user is None:
             return self._unauthorized(scheme)
-        self._requests_seen += 1
+        self._count_request()
         body = await request.read()
         try:
             response = await self._process(user, self._parse(body))
@@ -932,7 +942,7 @@ class ReferenceServer:
             return
         kind = obj.get("@type") if isinstance(obj, dict) else None
         if kind == "Request":
-            self._requests_seen += 1
+            self._count_request()
             self._spawn(conn, self._answer(conn, obj))
         elif kind == "WebSocketPushEnable":
             self._push_enable(conn, obj)

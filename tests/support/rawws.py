@@ -24,6 +24,34 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 TEXT, BINARY, CLOSE, PING, PONG, CONT = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 
 
+def server_frame(
+    opcode: int,
+    payload: bytes = b"",
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    length: int | None = None,
+    mask: bool = False,
+) -> bytes:
+    """The bytes of one frame; ``length`` overrides the announced payload length."""
+    n = len(payload) if length is None else length
+    head = bytearray([(0x80 if fin else 0) | (rsv << 4) | opcode])
+    mask_bit = 0x80 if mask else 0
+    if n < 126:
+        head.append(mask_bit | n)
+    elif n < 1 << 16:
+        head.append(mask_bit | 126)
+        head += struct.pack(">H", n)
+    else:
+        head.append(mask_bit | 127)
+        head += struct.pack(">Q", n)
+    if mask:
+        key = b"\x01\x02\x03\x04"
+        head += key
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return bytes(head) + payload
+
+
 class Peer:
     """The server side of one accepted connection."""
 
@@ -44,23 +72,8 @@ class Peer:
         length: int | None = None,
         mask: bool = False,
     ) -> bytes:
-        """The bytes of one frame; ``length`` overrides the announced payload length."""
-        n = len(payload) if length is None else length
-        head = bytearray([(0x80 if fin else 0) | (rsv << 4) | opcode])
-        mask_bit = 0x80 if mask else 0
-        if n < 126:
-            head.append(mask_bit | n)
-        elif n < 1 << 16:
-            head.append(mask_bit | 126)
-            head += struct.pack(">H", n)
-        else:
-            head.append(mask_bit | 127)
-            head += struct.pack(">Q", n)
-        if mask:
-            key = b"\x01\x02\x03\x04"
-            head += key
-            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-        return bytes(head) + payload
+        """The bytes of one frame (see :func:`server_frame`)."""
+        return server_frame(opcode, payload, fin=fin, rsv=rsv, length=length, mask=mask)
 
     def send_raw(self, data: bytes) -> None:
         with self.send_lock:

@@ -24,6 +24,7 @@ from typing import Any
 import jmapws_sync as jws
 
 from .rawws import PING, PONG, Handler, Peer, RawServer
+from .threads import wait_no_readers
 
 IO_TIMEOUT = 5.0  # every blocking socket call made by a test peer gives up after this
 
@@ -64,7 +65,7 @@ def scripted_session(**options: Any) -> Iterator[tuple[RawServer, jws.WsSession,
                 peer.sock.shutdown(socket.SHUT_RDWR)
             ws.close()
             release.set()
-            assert not ws._reader.is_alive()
+            wait_no_readers()
 
 
 def barrier(peer: Peer, token: bytes = b"barrier") -> list[tuple[int, bytes]]:

@@ -1,0 +1,85 @@
+"""The opening handshake (RFC 6455 §4, RFC 8887 §4.2), done by websocket-client.
+
+websocket-client writes the upgrade request and checks the answer (TLS, proxies, the
+``Sec-WebSocket-Accept`` key). What it does not do is done here: a deadline for the whole
+handshake (its ``timeout`` bounds each socket operation only, so a server trickling its
+answer a byte at a time would hold the caller for ever), the ``jmap`` subprotocol check,
+no redirects (a redirect must not move credentials or downgrade), and the translation of
+its exceptions into ours. After the handshake the socket belongs to the session.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Mapping
+from typing import Any
+
+import websocket
+
+from ._net import Proxy, Watchdog, safe_url, shared_default_context, websocket_proxy_options
+from .errors import HandshakeError, translate
+
+__all__ = ["SUBPROTOCOL", "open_websocket"]
+
+log = logging.getLogger(__name__)
+
+#: The subprotocol of JMAP over WebSocket (RFC 8887 §4.2).
+SUBPROTOCOL = "jmap"
+
+
+def open_websocket(
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    timeout: float | None,
+    ssl_context: ssl.SSLContext | None,
+    proxy: Proxy | None,
+    require_subprotocol: bool,
+) -> Any:
+    """Connect to ``url`` and complete the handshake; return websocket-client's object.
+
+    Raises :class:`~jmapws_sync.AuthenticationError` (401/403),
+    :class:`~jmapws_sync.HandshakeError` (another status, a wrong or, with
+    ``require_subprotocol``, missing subprotocol), :class:`~jmapws_sync.TransportError`
+    or :class:`TimeoutError` (``timeout`` covers connect and handshake together).
+    """
+    safe = safe_url(url)
+    if ssl_context is None and url.startswith("wss:"):
+        ssl_context = shared_default_context()
+    ws: Any = websocket.WebSocket(
+        sslopt={"context": ssl_context} if ssl_context is not None else None,
+        enable_multithread=True,
+        skip_utf8_validation=True,  # the framing layer decodes strictly itself, in C
+    )
+    header = [f"Sec-WebSocket-Protocol: {SUBPROTOCOL}"]
+    header.extend(f"{name}: {value}" for name, value in headers.items())
+    options: dict[str, Any] = {
+        "header": header,
+        "timeout": timeout,
+        "redirect_limit": 0,
+        "suppress_origin": True,
+        **websocket_proxy_options(proxy),
+    }
+    with Watchdog(timeout, lambda: ws.sock) as watchdog:
+        try:
+            ws.connect(url, **options)
+        except (OSError, websocket.WebSocketException) as exc:
+            raise translate(
+                exc, safe, action="the handshake with", timed_out=watchdog.fired
+            ) from exc
+    if watchdog.fired:  # it fired just as the handshake finished: the socket is gone
+        ws.shutdown()
+        raise TimeoutError(f"the handshake with {safe} took longer than {timeout} s")
+    chosen = (ws.getheaders() or {}).get("sec-websocket-protocol")
+    if chosen is not None and chosen.strip().lower() != SUBPROTOCOL:
+        ws.shutdown()
+        raise HandshakeError(f"{safe} chose subprotocol {chosen!r}, not {SUBPROTOCOL!r}")
+    if chosen is None and require_subprotocol:
+        ws.shutdown()
+        raise HandshakeError(
+            f"{safe} did not accept the {SUBPROTOCOL!r} subprotocol (RFC 8887 §4.2);"
+            " pass require_subprotocol=False to tolerate that"
+        )
+    log.debug("connected to %s", safe)
+    return ws

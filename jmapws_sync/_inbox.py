@@ -1,0 +1,253 @@
+"""The inbox: frames a reader thread has received and no consumer has taken yet.
+
+One :class:`Inbox` per :class:`~jmapws_sync.WsSession`, or one shared by every connection
+of a :class:`~jmapws_sync.ReconnectingSession`, which then stitches the connections into
+one stream with :class:`Marker` items between them. Items stay in arrival order in one
+deque, under one lock:
+
+* :meth:`Inbox.get` (``next_frame()``) takes the first item; :meth:`Inbox.get_change`
+  (``changes()``) takes the first StateChange and leaves the frames before it where they
+  are, for ``get`` (so a thread blocked in ``next_frame()`` is woken by them too);
+* the end of the stream (:meth:`Inbox.finish`) comes after every frame that arrived
+  before it, and stays: every later call sees it;
+* at ``max_queue`` frames the reader is made to wait in :meth:`Inbox.put` (TCP then slows
+  the server down) until the consumers have taken half of them; nothing is ever dropped.
+
+Pure threading, no I/O: the reader thread puts, any thread takes.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Final
+
+from .errors import SessionClosed
+from .frames import Frame, StateChange
+
+__all__ = ["DEFAULT_MAX_QUEUE", "Inbox", "Marker"]
+
+log = logging.getLogger(__name__)
+
+#: Frames held for the consumers before the reader pauses (see ``max_queue``).
+DEFAULT_MAX_QUEUE: Final = 4096
+
+
+class Marker:
+    """An item between frames that a consumer hands to the inbox's ``on_marker`` when it
+    reaches it (a reconnect). Until :attr:`ready`, nothing behind it is handed out."""
+
+    __slots__ = ("ready",)
+
+    def __init__(self, *, ready: bool = True) -> None:
+        self.ready = ready
+
+
+class _End:
+    """The end of the stream: ``error`` None and not ``local`` is a clean close by the
+    server; ``local``: closed here; ``raised``: the error was raised once already."""
+
+    __slots__ = ("error", "local", "raised")
+
+    def __init__(self, error: BaseException | None, local: bool) -> None:
+        self.error = error
+        self.local = local
+        self.raised = False
+
+
+_Item = Frame | BaseException | Marker
+
+
+class Inbox:
+    """Frames between a reader thread and any number of consumer threads.
+
+    ``max_queue`` (0: no limit) is where the reader pauses; ``name`` (a safe URL) is for
+    log lines; ``on_marker`` runs, in the consumer's thread, for each :class:`Marker`.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        name: str = "",
+        on_marker: Callable[[Marker], object] | None = None,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # consumers wait here
+        self._room = threading.Condition(self._lock)  # the paused reader waits here
+        self._items: collections.deque[_Item] = collections.deque()
+        self._max = max_queue
+        self._name = name
+        self._on_marker = on_marker
+        self._end: _End | None = None
+        self._unblocked = False
+        self._push_state: str | None = None
+        #: True while the reader waits for room (see the module docstring).
+        self.paused = False
+
+    # ------------------------------------------------------------------ the reader's side
+
+    def put(self, item: Frame | BaseException | Marker) -> None:
+        """Add a frame, a recoverable error for the consumers, or a marker, at the end.
+
+        Blocks while the inbox is full, until the consumers have taken half of it or
+        :meth:`unblock` is called.
+        """
+        with self._lock:
+            items = self._items
+            items.append(item)
+            self._arrived.notify_all()
+            if self._max and len(items) >= self._max and not self._unblocked:
+                self._wait_for_room()
+
+    def _wait_for_room(self) -> None:
+        log.warning(
+            "%s: %d frames are waiting for next_frame(); reading paused until the"
+            " application catches up (answers to call() wait too)",
+            self._name,
+            len(self._items),
+        )
+        low = self._max // 2
+        self.paused = True
+        try:
+            while len(self._items) > low and not self._unblocked:
+                self._room.wait()
+        finally:
+            self.paused = False
+        log.info("%s: reading resumed", self._name)
+
+    def put_marker(self, marker: Marker) -> None:
+        """Add ``marker`` at the end; never waits for room (the supervisor calls it)."""
+        with self._lock:
+            self._items.append(marker)
+            self._arrived.notify_all()
+
+    def unblock(self) -> None:
+        """Let the reader through :meth:`put` from now on (the session is closing)."""
+        with self._lock:
+            self._unblocked = True
+            self._room.notify_all()
+
+    def finish(self, error: BaseException | None = None, *, local: bool = False) -> None:
+        """End the stream after the items already in; the first end recorded wins.
+
+        ``error`` None: a clean end (:meth:`get` returns None); ``local``: closed here
+        (:class:`SessionClosed`); else the error is raised once, then SessionClosed.
+        Markers that never became ready are dropped; the frames behind them are not.
+        """
+        with self._lock:
+            if self._end is not None:
+                return
+            self._end = _End(error, local)
+            if any(isinstance(item, Marker) and not item.ready for item in self._items):
+                kept = [i for i in self._items if not (isinstance(i, Marker) and not i.ready)]
+                self._items = collections.deque(kept)
+            self._unblocked = True
+            self._room.notify_all()
+            self._arrived.notify_all()
+
+    def mark_ready(self, marker: Marker) -> None:
+        """The stream may go on past ``marker`` now."""
+        with self._lock:
+            marker.ready = True
+            self._arrived.notify_all()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def ended(self) -> bool:
+        """True once :meth:`finish` was called."""
+        return self._end is not None
+
+    # ------------------------------------------------------------------ the consumers' side
+
+    @property
+    def push_state(self) -> str | None:
+        """The ``pushState`` of the last StateChange handed out that had one."""
+        return self._push_state
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        """The next frame (``next_frame()``): None at a clean end, and on every call after.
+
+        Raises :class:`TimeoutError`, a recoverable error queued by :meth:`put`, or the
+        end's error (once; then :class:`SessionClosed`).
+        """
+        return self._take(timeout, changes_only=False)
+
+    def get_change(self, timeout: float | None = None) -> StateChange | None:
+        """The next StateChange; other frames before it stay for :meth:`get`."""
+        return self._take(timeout, changes_only=True)  # type: ignore[return-value]
+
+    def changes(self, timeout: float | None = None) -> Iterator[StateChange]:
+        """Iterate over StateChanges until a clean end; ``timeout`` bounds each wait."""
+        while True:
+            change = self.get_change(timeout)
+            if change is None:
+                return
+            yield change
+
+    def _take(self, timeout: float | None, *, changes_only: bool) -> Frame | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                while True:
+                    item, index = self._first(changes_only)
+                    if item is not None or self._end is not None:
+                        break
+                    if deadline is None:
+                        self._arrived.wait()
+                        continue
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(f"nothing arrived within {timeout} s")
+                    self._arrived.wait(left)
+                if item is None:
+                    self._raise_end()
+                    return None
+                if index:
+                    del self._items[index]
+                else:
+                    self._items.popleft()
+                if self.paused and len(self._items) <= self._max // 2:
+                    self._room.notify()
+            if type(item) is StateChange:
+                if item.push_state is not None:
+                    self._push_state = item.push_state
+                return item
+            if isinstance(item, Marker):
+                if self._on_marker is not None:
+                    self._on_marker(item)
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            return item
+
+    def _first(self, changes_only: bool) -> tuple[_Item | None, int]:
+        """Under the lock: the item to take and its index, or (None, 0) if none yet.
+
+        ``changes_only`` passes over frames other than StateChanges, but stops at errors
+        and markers, which keep their place in the stream.
+        """
+        for index, item in enumerate(self._items):
+            if isinstance(item, Marker):
+                return (item, index) if item.ready else (None, 0)
+            if not changes_only or type(item) is StateChange or isinstance(item, BaseException):
+                return item, index
+        return None, 0
+
+    def _raise_end(self) -> None:
+        """Under the lock: raise what the end of the stream means; return at a clean end."""
+        end = self._end
+        assert end is not None
+        if end.local:
+            raise SessionClosed()
+        if end.error is None:
+            return
+        if end.raised:
+            raise SessionClosed(cause=end.error)
+        end.raised = True
+        raise end.error

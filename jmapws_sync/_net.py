@@ -1,0 +1,277 @@
+"""Network plumbing shared by discovery and the WebSocket handshake.
+
+One of each: the URL that may be shown (:func:`safe_url`), TLS contexts, the proxy to go
+through (for ``http.client`` and websocket-client alike, so both always take the same
+path), a :class:`Deadline` over several steps, and the :class:`Watchdog` that enforces a
+deadline on a blocking socket.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import socket
+import ssl
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any, Final
+from urllib.parse import SplitResult, unquote, urlsplit
+
+import attrs
+
+from .auth import basic_header
+
+__all__ = [
+    "DEFAULT_PORTS",
+    "Deadline",
+    "Proxy",
+    "Watchdog",
+    "custom_context",
+    "make_ssl_context",
+    "origin",
+    "parse_proxy",
+    "resolve_proxy",
+    "safe_url",
+    "shared_default_context",
+    "websocket_proxy_options",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+# Which proxy environment variable serves which scheme (ws rides on http, wss on https).
+_PROXY_KEYS: Final = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+
+
+# ---------------------------------------------------------------------------- URLs
+
+
+def safe_url(url: str) -> str:
+    """``url`` without user info, query or fragment, for logs, reprs and messages.
+
+    Never raises: an unusable port is left out (the URL is refused elsewhere, before use).
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def origin(parts: SplitResult) -> tuple[str, str, int]:
+    """(scheme, host, port) of an http(s) or ws(s) URL; :class:`ValueError` for a bad port."""
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS[scheme]
+
+
+# ---------------------------------------------------------------------------- time
+
+
+class Deadline:
+    """The time left of a ``timeout`` that covers several steps.
+
+    ``timeout=None`` means no limit; so does ``math.inf``.
+    """
+
+    __slots__ = ("at",)
+
+    def __init__(self, timeout: float | None) -> None:
+        #: ``time.monotonic()`` when the time is up, or None for no limit.
+        self.at = None if timeout is None or timeout == math.inf else time.monotonic() + timeout
+
+    def left(self) -> float | None:
+        """Seconds left (0 or less once passed), or None for no limit."""
+        return None if self.at is None else self.at - time.monotonic()
+
+    def timeout(self, message: str = "timed out") -> float | None:
+        """Seconds left, or None for no limit; :class:`TimeoutError` once passed."""
+        if self.at is None:
+            return None
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(message)
+        return left
+
+
+class Watchdog:
+    """Shuts a socket down when a deadline passes, so that a blocked read or write returns.
+
+    A socket timeout bounds each operation only: a peer that sends a byte now and then
+    would hold the caller for ever. ``sock`` is called at the deadline for the socket to
+    shut (None while there is none yet: connecting is bounded by the socket timeout).
+    The raw socket is shut, never the TLS layer, which is not thread-safe. ``fired``
+    says why the operation then failed.
+    """
+
+    def __init__(self, delay: float | None, sock: Callable[[], socket.socket | None]) -> None:
+        self.fired = False
+        self._sock = sock
+        self._timer: threading.Timer | None = None
+        if delay is not None:
+            self._timer = threading.Timer(max(delay, 0.0), self._fire)
+            self._timer.name = "jmapws-deadline"
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _fire(self) -> None:
+        self.fired = True
+        sock = self._sock()
+        if sock is None:
+            return
+        try:
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError as exc:
+            log.debug("deadline: the socket was already closed (%s)", exc)
+
+    def cancel(self) -> None:
+        """Disarm the watchdog (it may have fired already: see :attr:`fired`)."""
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def __enter__(self) -> Watchdog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+
+# ---------------------------------------------------------------------------- TLS
+
+
+@functools.cache
+def shared_default_context() -> ssl.SSLContext:
+    """One verifying context trusting the system CAs, made once per process.
+
+    Reading the system CA store takes tens of milliseconds; a reconnecting client would
+    pay it at every connect. A context is safe to share between threads and connections.
+    Treat it as read-only: pass your own ``ssl_context`` to change anything.
+    """
+    return ssl.create_default_context()
+
+
+def make_ssl_context(
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    cafile: str | None = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+) -> ssl.SSLContext:
+    """The TLS context for discovery and the WebSocket alike; verification always on.
+
+    ``ssl_context`` is returned as it is (it may carry its own CA and client
+    certificate); with no option, :func:`shared_default_context`; otherwise a new context
+    trusting the system CAs, or only ``cafile``, with the client certificate ``certfile``
+    (and its ``keyfile``, if separate) loaded. Raises :class:`ValueError` when both a
+    context and files are given, or a file cannot be loaded.
+    """
+    return (
+        custom_context(ssl_context=ssl_context, cafile=cafile, certfile=certfile, keyfile=keyfile)
+        or shared_default_context()
+    )
+
+
+def custom_context(
+    *,
+    ssl_context: ssl.SSLContext | None,
+    cafile: str | None,
+    certfile: str | None,
+    keyfile: str | None,
+) -> ssl.SSLContext | None:
+    """The context the options ask for, or None for the shared default (made when needed)."""
+    if ssl_context is not None:
+        if cafile or certfile or keyfile:
+            raise ValueError("pass either ssl_context or cafile/certfile/keyfile, not both")
+        return ssl_context
+    if keyfile and not certfile:
+        raise ValueError("keyfile needs certfile")
+    if not (cafile or certfile):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+        if certfile:
+            context.load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        raise ValueError(f"cannot load the TLS files: {reason}") from exc
+    return context
+
+
+# ---------------------------------------------------------------------------- proxies
+
+
+@attrs.frozen
+class Proxy:
+    """An HTTP proxy; its ``credentials`` are never shown."""
+
+    host: str
+    port: int
+    credentials: tuple[str, str] | None = attrs.field(default=None, repr=False)
+
+    @property
+    def label(self) -> str:
+        """``http://host:port``, for logs (no credentials)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """``Proxy-Authorization`` when the proxy URL carried credentials, else nothing."""
+        if self.credentials is None:
+            return {}
+        return {"Proxy-Authorization": basic_header(*self.credentials)}
+
+
+def websocket_proxy_options(proxy: Proxy | None) -> dict[str, Any]:
+    """websocket-client options for ``proxy``; None is a direct connection.
+
+    Always explicit, so that websocket-client never reads the environment on its own:
+    :func:`resolve_proxy` has read it already, for discovery and the WebSocket alike.
+    """
+    if proxy is None:
+        return {"http_no_proxy": ["*"]}
+    return {
+        "http_proxy_host": proxy.host,
+        "http_proxy_port": proxy.port,
+        "http_proxy_auth": proxy.credentials,
+        "proxy_type": "http",
+    }
+
+
+def parse_proxy(proxy: str) -> Proxy:
+    """Read ``http://[user:pass@]host:port``; the message never repeats the URL."""
+    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    try:
+        port = parts.port or 80
+    except ValueError:
+        raise ValueError("the proxy URL has an invalid port") from None
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError("only http://[user:pass@]host:port proxies are supported")
+    credentials = None
+    if parts.username is not None:
+        credentials = (unquote(parts.username), unquote(parts.password or ""))
+    return Proxy(parts.hostname, port, credentials)
+
+
+def resolve_proxy(url: str, proxy: str | None) -> Proxy | None:
+    """The proxy to reach ``url`` through, or None for a direct connection.
+
+    ``proxy`` (``None``: the environment's ``https_proxy`` / ``http_proxy``; ``""``: none),
+    unless the environment's ``no_proxy`` lists the host, as websocket-client reads it.
+    """
+    parts = urlsplit(url)
+    if proxy is None:
+        proxy = urllib.request.getproxies().get(_PROXY_KEYS.get(parts.scheme, parts.scheme), "")
+    if not proxy:
+        return None
+    host = (parts.hostname or "").lower()
+    key = f"{host}:{parts.port}" if parts.port and ":" not in host else host
+    if urllib.request.proxy_bypass(key):
+        log.debug("no_proxy: connecting to %s directly", host)
+        return None
+    return parse_proxy(proxy)

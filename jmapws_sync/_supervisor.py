@@ -1,0 +1,476 @@
+"""The supervisor of a ReconnectingSession: one thread that keeps one connection up.
+
+It connects (by discovery for an http(s) URL), enables push, sends keepalive pings,
+notices the end of a connection (every connection reports it through ``on_end``), asks
+:class:`~jmapws_sync.policy.RetryState` whether to wait, re-authenticate or give up, and
+connects again. It never runs user code and never reads frames: every connection puts
+its frames into one shared :class:`~jmapws_sync._inbox.Inbox`, and when a connection that
+was up ends, the supervisor puts a :class:`Boundary` there, after its last frame. The
+boundary becomes ready, with the :class:`ReconnectInfo`, once the next connection is up;
+the consumer that reaches it runs ``on_reconnect`` (in its own thread), so frames keep
+their order across connections and none is lost.
+
+The thread refers to the :class:`Supervisor` only, never to the public
+ReconnectingSession, so that a session nobody holds any more can be collected.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from ._inbox import Inbox, Marker
+from .auth import Auth
+from .client import connect
+from .errors import KeepaliveTimeout, SessionClosed, TransportError
+from .frames import CORE, AllTypes, Invocation, Request
+from .policy import Action, Backoff, Decision, RetryState
+from .resource import SessionResource
+from .session import WsSession
+
+__all__ = ["Attempt", "Boundary", "Link", "ReconnectInfo", "Settings", "Supervisor"]
+
+log = logging.getLogger(__name__)
+
+# One round trip (Core/echo, which every server has, RFC 8620 §4) after the push enable:
+# once it is answered the server has handled the enable, so "connected" means "push is
+# on" and no change made after wait_connected() can be missed.
+_PUSH_BARRIER = Request(using=[CORE], method_calls=[Invocation("Core/echo", {}, "push")])
+
+
+@attrs.frozen(eq=False)
+class ReconnectInfo:
+    """What ``on_reconnect`` is told: why the old connection ended and how it was replaced."""
+
+    #: Reconnects so far, this one included (1 for the first).
+    count: int
+    #: Why the previous connection ended; ``None`` when the server closed it cleanly.
+    cause: BaseException | None
+    #: The close code the server sent on the previous connection, if any.
+    close_code: int | None
+    #: Connection attempts this reconnect took (1 when the first one worked).
+    attempts: int
+    #: ``time.monotonic()`` when the previous connection was found to have ended.
+    disconnected_at: float
+    #: Seconds from then until the new connection was up.
+    downtime: float
+    #: True when push was enabled again *with a pushState*: the server was asked to
+    #: replay what changed meanwhile. False when push is off or no pushState was known.
+    push_resumed: bool
+    #: The pushState sent with the new WebSocketPushEnable, if any.
+    push_state: str | None
+
+
+@attrs.frozen
+class Settings:
+    """How the supervisor connects; fixed for the life of a ReconnectingSession."""
+
+    url: str
+    safe: str
+    discover: bool
+    auth: Auth | None
+    connect_timeout: float | None
+    ssl_context: ssl.SSLContext | None
+    proxy: str | None
+    require_subprotocol: bool
+    session_options: Mapping[str, Any]
+    ping_interval: float | None
+    ping_timeout: float
+    on_reconnect: Callable[[ReconnectInfo], object] | None
+
+
+class Boundary(Marker):
+    """Where one connection's frames end and the next one's begin."""
+
+    __slots__ = ("info",)
+
+    def __init__(self) -> None:
+        super().__init__(ready=False)
+        self.info: ReconnectInfo | None = None
+
+
+@attrs.define(eq=False)
+class Attempt:
+    """One connection attempt: what it sent, and (written by its reader) how it ended."""
+
+    #: The digest of the credentials it was opened with (see :func:`_fingerprint`).
+    fingerprint: str | None = None
+    #: How its stream ended, once it has: ``(error or None, local)``.
+    ended: tuple[BaseException | None, bool] | None = None
+
+
+@attrs.define(eq=False)
+class Link:
+    """A connection that is up, and what the supervisor knows of it (under ``cond``)."""
+
+    inner: WsSession
+    attempt: Attempt
+    up_at: float = attrs.field(factory=time.monotonic)
+    #: Not to be used for sending any more; the supervisor is replacing it.
+    down: bool = False
+    #: The first error a caller or the keepalive saw on it.
+    failure: BaseException | None = None
+    #: The pushState sent with its WebSocketPushEnable (None: push off, or no state).
+    sent_push_state: str | None = None
+
+
+@attrs.frozen
+class _Lost:
+    cause: BaseException | None
+    close_code: int | None
+    at: float
+
+
+def _fingerprint(headers: Mapping[str, str]) -> str:
+    """A digest that tells two sets of credentials apart without keeping them."""
+    text = "\n".join(f"{k.lower()}: {v}" for k, v in sorted(headers.items()))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Supervisor:
+    """The state of a ReconnectingSession and the thread that keeps it connected."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        rng: random.Random,
+        backoff: Backoff,
+        push: bool,
+        data_types: tuple[str, ...] | AllTypes | None,
+        push_state: str | None,
+        max_queue: int,
+        number: int,
+    ) -> None:
+        self.settings = settings
+        self._rng = rng
+        self._retry = RetryState(backoff)
+        self.inbox = Inbox(max_queue=max_queue, name=settings.safe, on_marker=self._reached)
+        self.cond = threading.Condition(threading.Lock())
+        # Guarded by cond.
+        self.push = push
+        self.data_types = data_types
+        self.resume_state = push_state
+        self.session: SessionResource | None = None
+        self.current: Link | None = None
+        self.closing = False
+        self.final: BaseException | None = None
+        self.reconnects = 0
+        self.last_info: ReconnectInfo | None = None
+        self.thread = threading.Thread(
+            target=self._run, name=f"jmapws-reconnect-{number}", daemon=True
+        )
+        self.thread.start()
+
+    # ------------------------------------------------------------------ any thread
+
+    def live(self) -> Link | None:
+        """Under ``cond``: the current connection if it is usable for sending."""
+        link = self.current
+        if link is None or link.down or link.inner.closed:
+            return None
+        return link
+
+    def wait_connected(self, deadline: float | None) -> Link:
+        """The current connection, once there is one; raises what ends the session."""
+        with self.cond:
+            while True:
+                if self.closing:
+                    raise SessionClosed()
+                if self.final is not None:
+                    raise self.final
+                link = self.current
+                if link is not None and not link.down:
+                    if not link.inner.closed:
+                        return link
+                    link.down = True
+                    self.cond.notify_all()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"not connected to {self.settings.safe} within the timeout")
+                self.cond.wait(left)
+
+    def lost(self, link: Link, error: BaseException) -> None:
+        """A caller saw ``link`` fail: replace it."""
+        with self.cond:
+            if link.failure is None:
+                link.failure = error
+            link.down = True
+            self.cond.notify_all()
+
+    def close(self, code: int, reason: str, timeout: float | None) -> None:
+        """Stop: close the current connection, end the stream, join the thread."""
+        with self.cond:
+            self.closing = True
+            link = self.current
+            self.cond.notify_all()
+        if link is not None:
+            link.inner.close(code, reason, timeout=timeout)
+        self.inbox.finish(local=True)
+        if threading.current_thread() is not self.thread:
+            self.thread.join(timeout)
+
+    # ------------------------------------------------------------------ consumer threads
+
+    def _reached(self, marker: Marker) -> None:
+        """A consumer reached a boundary: tell the application, in the consumer's thread."""
+        info = marker.info if isinstance(marker, Boundary) else None
+        callback = self.settings.on_reconnect
+        if info is not None and callback is not None:
+            callback(info)
+
+    # ------------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        try:
+            self._supervise()
+        except BaseException as exc:  # a bug must not leave callers blocked forever
+            log.exception("reconnect supervisor of %s failed", self.settings.safe)
+            self._give_up(TransportError(f"reconnect supervisor failed: {exc!r}"))
+            raise
+
+    def _supervise(self) -> None:
+        delay = 0.0
+        override: Mapping[str, str] | None = None  # fresh credentials for the next attempt
+        boundary: Boundary | None = None  # the stream waits there for the next connection
+        lost: _Lost | None = None  # how the previous connection ended
+        while True:
+            if self._sleep(delay):
+                return
+            self._retry = self._retry.attempted()
+            attempt = Attempt()
+            try:
+                link = self._open(attempt, override)
+            except Exception as exc:  # noqa: BLE001 - RetryState decides, fatal ones are kept
+                decision, self._retry = self._retry.after(exc, self._rng)
+                if decision.action is Action.WAIT:
+                    log.warning(
+                        "%s: connection attempt %d failed (%s: %s)",
+                        self.settings.safe,
+                        self._retry.attempts,
+                        type(exc).__name__,
+                        exc,
+                    )
+                delay, override = self._follow(decision, exc, attempt.fingerprint)
+                if self.final is not None:
+                    return
+                continue
+            if not self._install(link, boundary, lost):
+                link.inner.close(timeout=0)
+                return
+            self._retry, boundary, override = self._retry.connected(), None, None
+            if not self._watch(link):
+                return  # close() was called; it closes the connection
+            lost = self._end(link)
+            self._retry = self._retry.ended(lost.at - link.up_at)
+            boundary = Boundary()
+            self.inbox.put_marker(boundary)
+            decision, self._retry = self._retry.after(lost.cause, self._rng)
+            delay, override = self._follow(decision, lost.cause, link.attempt.fingerprint)
+            if self.final is not None:
+                return
+            log.warning(
+                "%s: connection lost (%s); reconnecting",
+                self.settings.safe,
+                f"close {lost.close_code}" if lost.cause is None else repr(lost.cause),
+            )
+
+    def _follow(
+        self, decision: Decision, error: BaseException | None, fingerprint: str | None
+    ) -> tuple[float, Mapping[str, str] | None]:
+        """Carry ``decision`` out: the delay before the next attempt and its credentials.
+
+        Gives up (the session's final error is then set) when told to, or when fresh
+        credentials were asked for and ``auth`` has none.
+        """
+        if decision.action is Action.WAIT:
+            return decision.delay, None
+        if decision.action is Action.REAUTH:
+            fresh = self._fresh_credentials(fingerprint)
+            if fresh is not None:
+                return 0.0, fresh
+        assert error is not None  # a clean close is never fatal
+        self._give_up(error)
+        return 0.0, None
+
+    def _sleep(self, delay: float) -> bool:
+        """Wait out the backoff ``delay``; True if close() was called meanwhile."""
+        with self.cond:
+            if delay > 0:
+                log.debug("%s: next connection attempt in %.2f s", self.settings.safe, delay)
+                return self.cond.wait_for(lambda: self.closing, delay)
+            return self.closing
+
+    def _give_up(self, error: BaseException) -> None:
+        """Every waiting and later caller gets ``error``; the stream ends with it."""
+        if not self.closing:
+            log.error("%s: giving up: %s: %s", self.settings.safe, type(error).__name__, error)
+        with self.cond:
+            if self.final is None:
+                self.final = error
+            self.cond.notify_all()
+        self.inbox.finish(error)
+
+    def _open(self, attempt: Attempt, override: Mapping[str, str] | None) -> Link:
+        """One connection attempt, with push enabled when it is asked for."""
+        s = self.settings
+        options: dict[str, Any] = {
+            "auth": self._auth_for(attempt, override),
+            "timeout": s.connect_timeout,
+            "ssl_context": s.ssl_context,
+            "proxy": s.proxy,
+            "require_subprotocol": s.require_subprotocol,
+            "inbox": self.inbox,
+            "on_end": functools.partial(self._on_end, attempt),
+            **s.session_options,
+        }
+        inner = connect(s.url, **options) if s.discover else WsSession.open(s.url, **options)
+        with self.cond:
+            push, types, state = self.push, self.data_types, self.resume_state
+        link = Link(inner, attempt)
+        if push:
+            try:
+                inner.enable_push(types, state)  # RFC 8887 §4.3.5.2: replay from pushState
+                inner.call(_PUSH_BARRIER, timeout=s.connect_timeout)
+            except BaseException:
+                inner.close(timeout=0)
+                raise
+            link.sent_push_state = state
+        return link
+
+    def _on_end(self, attempt: Attempt, error: BaseException | None, local: bool) -> None:
+        """A connection's reader thread: its stream ended."""
+        with self.cond:
+            attempt.ended = (error, local)
+            link = self.current
+            if link is not None and link.attempt is attempt:
+                link.down = True
+            self.cond.notify_all()
+
+    def _install(self, link: Link, boundary: Boundary | None, lost: _Lost | None) -> bool:
+        """Make ``link`` the current connection; False if close() came first."""
+        with self.cond:
+            if self.closing:
+                return False
+            self.current = link
+            if link.inner.session is not None:
+                self.session = link.inner.session
+            if boundary is not None and lost is not None:
+                self.reconnects += 1
+                boundary.info = self.last_info = ReconnectInfo(
+                    count=self.reconnects,
+                    cause=lost.cause,
+                    close_code=lost.close_code,
+                    attempts=self._retry.attempts,
+                    disconnected_at=lost.at,
+                    downtime=link.up_at - lost.at,
+                    push_resumed=link.sent_push_state is not None,
+                    push_state=link.sent_push_state,
+                )
+            self.cond.notify_all()
+        if boundary is not None:
+            log.info(
+                "%s: reconnected after %d attempt(s)", self.settings.safe, self._retry.attempts
+            )
+            self.inbox.mark_ready(boundary)
+        return True
+
+    def _auth_for(self, attempt: Attempt, override: Mapping[str, str] | None) -> Auth | None:
+        """The auth for one attempt: records what it sent; ``override`` replaces the call."""
+        user_auth = self.settings.auth
+        if user_auth is None:
+            return None
+
+        def recording() -> Mapping[str, str]:
+            headers = override if override is not None else user_auth()
+            attempt.fingerprint = _fingerprint(headers)
+            return headers
+
+        return recording
+
+    def _fresh_credentials(self, failed: str | None) -> Mapping[str, str] | None:
+        """Call ``auth`` once more: the new headers if they differ from the refused ones."""
+        auth = self.settings.auth
+        if auth is None or failed is None:
+            return None
+        try:
+            fresh = dict(auth())
+        except Exception:  # the refused credentials' error is what the application gets
+            log.exception("%s: the auth callable failed", self.settings.safe)
+            return None
+        if _fingerprint(fresh) == failed:
+            log.debug("%s: auth returned the same credentials; not retrying", self.settings.safe)
+            return None
+        log.info("%s: credentials refused; trying fresh ones once", self.settings.safe)
+        return fresh
+
+    def _watch(self, link: Link) -> bool:
+        """Keepalive until ``link`` ends (True) or close() is called (False)."""
+        inner = link.inner
+        interval, limit = self.settings.ping_interval, self.settings.ping_timeout
+        ping_sent: float | None = None
+        while True:
+            with self.cond:
+                while True:
+                    if self.closing:
+                        return False
+                    if link.down or inner.closed:
+                        link.down = True
+                        return True
+                    if interval is None:
+                        self.cond.wait()
+                        continue
+                    now = time.monotonic()
+                    last = inner.last_activity
+                    if ping_sent is not None and last >= ping_sent:
+                        ping_sent = None  # a sign of life since the ping
+                    if ping_sent is not None:
+                        if now - ping_sent >= limit:
+                            silent = now - last
+                            link.failure = KeepaliveTimeout(
+                                f"no sign of life from {self.settings.safe} for {silent:.2f} s"
+                                f" ({limit:g} s after a Ping)",
+                                silent_for=silent,
+                            )
+                            link.down = True
+                            log.warning("%s", link.failure)
+                            return True
+                        self.cond.wait(ping_sent + limit - now)
+                    elif now - last >= interval:
+                        break  # ping, outside the lock
+                    else:
+                        self.cond.wait(last + interval - now)
+            ping_sent = time.monotonic()
+            try:
+                inner.ping()
+            except (TransportError, SessionClosed) as exc:
+                self.lost(link, exc)
+
+    def _end(self, link: Link) -> _Lost:
+        """Drop ``link`` (its reader has then finished) and say why it ended."""
+        at = time.monotonic()
+        inner = link.inner
+        inner.close(1000, "reconnecting", timeout=0)  # no-op if the server already closed
+        with self.cond:
+            error, local = link.attempt.ended or (None, True)
+            if isinstance(link.failure, KeepaliveTimeout):
+                cause: BaseException | None = link.failure
+            elif error is not None:
+                cause = error
+            elif not local:
+                cause = None  # the server closed cleanly
+            else:
+                cause = link.failure or TransportError(f"connection to {self.settings.safe} ended")
+            if inner.received_push_state is not None:
+                self.resume_state = inner.received_push_state
+            self.cond.notify_all()
+        return _Lost(cause, inner.close_code, at)
