@@ -1,0 +1,159 @@
+"""The reference server's state shared between the test thread and its event loop.
+
+Plain objects with their own locks: :class:`Accounts` (the credentials), :class:`Quirks`
+(fixed at construction), :class:`Knobs` (set by the test thread, read by the loop) and
+:class:`Observed` (written by the loop, read and waited on by the test thread).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["CYRUS_QUIRKS", "Accounts", "Handshake", "Knobs", "Observed", "Quirks"]
+
+#: The :class:`~jmapws_sync.testing.ReferenceServer` options that make it behave as Cyrus
+#: IMAP 3.6 does where Cyrus departs from what a client would assume (seen against Cyrus
+#: 3.6.1 and 3.10.3): ``ReferenceServer(**CYRUS_QUIRKS)``.
+CYRUS_QUIRKS: Mapping[str, Any] = MappingProxyType(
+    {
+        "relative_urls": True,
+        "hostless_ws_url": True,
+        "well_known_status": 301,
+        "null_data_types_mean_off": True,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """What one WebSocket upgrade request carried (the scheme only, never the secret)."""
+
+    #: The raw ``Sec-WebSocket-Protocol`` header the client offered, or ``None``.
+    offered_subprotocols: str | None
+    #: The subprotocol answered in the 101 response, or ``None``.
+    subprotocol: str | None
+    #: The ``Authorization`` scheme as sent (``"Basic"``, ``"Bearer"``...), or ``None``.
+    auth_scheme: str | None
+    #: The authenticated user, or ``None`` when authentication failed.
+    user: str | None
+    #: The HTTP status answered: 101 on success, else 401, 503, or a fail_handshake status.
+    status: int
+
+
+@dataclass(frozen=True)
+class Quirks:
+    """How the server departs from what clients assume (see ``ReferenceServer``)."""
+
+    relative_urls: bool = False
+    hostless_ws_url: bool = False
+    well_known_status: int = 307
+    null_data_types_mean_off: bool = False
+    supports_push: bool = True
+
+    def __post_init__(self) -> None:
+        if self.well_known_status not in (301, 302, 303, 307, 308):
+            raise ValueError("well_known_status must be a redirect status")
+
+
+@dataclass
+class Knobs:
+    """Misbehaviour on purpose: plain attributes, written by the test thread."""
+
+    delay: tuple[float, float] | None = None
+    reorder_n: int = 0
+    reorder_hold: float = 0.2
+    halted: bool = False
+    omit_subprotocol: bool = False
+    fail_status: int | None = None
+    drop_requests: bool = False
+
+
+class Accounts:
+    """Who may log in: Basic passwords and Bearer tokens, compared in constant time."""
+
+    def __init__(self, users: Mapping[str, str], tokens: Mapping[str, str]) -> None:
+        self._lock = threading.Lock()
+        self._users = dict(users)
+        self._tokens = dict(tokens)
+
+    def names(self) -> set[str]:
+        """Every user that has a password or a token."""
+        with self._lock:
+            return {*self._users, *self._tokens.values()}
+
+    def set_password(self, user: str, password: str | None) -> None:
+        """Add a user, change a password, or (``None``) remove Basic access."""
+        with self._lock:
+            if password is None:
+                self._users.pop(user, None)
+            else:
+                self._users[user] = password
+
+    def set_token(self, token: str, user: str | None) -> None:
+        """Add a bearer token for ``user``, or (``None``) revoke it."""
+        with self._lock:
+            if user is None:
+                self._tokens.pop(token, None)
+            else:
+                self._tokens[token] = user
+
+    def authenticate(self, header: str | None) -> tuple[str | None, str | None]:
+        """``(user, scheme)`` for an Authorization header; user None when it fails."""
+        if not header:
+            return None, None
+        scheme, _, credentials = header.strip().partition(" ")
+        credentials = credentials.strip()
+        lowered = scheme.lower()
+        with self._lock:
+            if lowered == "basic":
+                try:
+                    decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+                except (binascii.Error, UnicodeDecodeError):
+                    return None, scheme
+                name, sep, password = decoded.partition(":")
+                expected = self._users.get(name)
+                if (
+                    sep
+                    and expected is not None
+                    and hmac.compare_digest(expected.encode(), password.encode())
+                ):
+                    return name, scheme
+                return None, scheme
+            if lowered == "bearer":
+                for token, name in self._tokens.items():
+                    if hmac.compare_digest(token.encode(), credentials.encode()):
+                        return name, scheme
+        return None, scheme
+
+
+class Observed:
+    """What the server saw, for tests to read and wait on (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.connections = 0
+        self.requests = 0
+        self.last_handshake: Handshake | None = None
+        self.last_push_enable: dict[str, Any] | None = None
+
+    def set_connections(self, n: int) -> None:
+        with self.cond:
+            self.connections = n
+            self.cond.notify_all()
+
+    def count_request(self) -> None:
+        with self.cond:
+            self.requests += 1
+            self.cond.notify_all()
+
+    def wait(self, predicate: Callable[[Observed], bool], timeout: float | None) -> bool:
+        """Block until ``predicate(self)`` holds; False on timeout."""
+        with self.cond:
+            return self.cond.wait_for(lambda: predicate(self), timeout)
