@@ -161,11 +161,12 @@ class SessionResource:
     def push_data_types(self) -> tuple[str, ...]:
         """The data types of every capability this server advertises, for push.
 
-        Read from :data:`PUSH_DATA_TYPES` for the capabilities of the resource and of its
-        accounts, in that table's order, each once; empty when none is known. This is what
+        Read from :data:`PUSH_DATA_TYPES` for the capabilities of the resource, of its
+        accounts and of its primary accounts (Cyrus names its calendars and contacts only
+        there), in that table's order, each once; empty when none is known. This is what
         ``enable_push()`` with no types sends as ``dataTypes``.
         """
-        advertised = set(self.capabilities)
+        advertised = set(self.capabilities) | set(self.primary_accounts)
         for account in self.accounts.values():
             advertised.update(account.account_capabilities)
         types: dict[str, None] = {}

@@ -445,7 +445,7 @@ def test_unusable_websocket_url_names_the_field(advertised: str) -> None:
 
 
 def test_push_data_types_come_from_the_advertised_capabilities() -> None:
-    """Every known capability of the resource and its accounts brings its types, once each."""
+    """Each known capability of the resource, its accounts and primary accounts: its types."""
     body = session_body()
     body["capabilities"]["urn:ietf:params:jmap:submission"] = {}
     body["accounts"]["A97813"]["accountCapabilities"] = {jws.CONTACTS: {}}
@@ -462,8 +462,13 @@ def test_push_data_types_come_from_the_advertised_capabilities() -> None:
     )
     body["capabilities"] = {k: v for k, v in body["capabilities"].items() if "mail" not in k}
     body["accounts"] = {}
+    body["primaryAccounts"] = {}
     bare = SessionResource.from_json(body, url="https://example.com/jmap")
     assert bare.push_data_types() == ("Identity", "EmailSubmission")
+    # Cyrus names its calendars only under primaryAccounts.
+    body["primaryAccounts"] = {"https://cyrusimap.org/ns/jmap/calendars": "A13824"}
+    cyrus = SessionResource.from_json(body, url="https://example.com/jmap")
+    assert "CalendarEvent" in cyrus.push_data_types()
 
 
 # -- TLS -----------------------------------------------------------------------------------------

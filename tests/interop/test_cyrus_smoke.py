@@ -205,7 +205,8 @@ def test_push_state_change_after_append(cyrus: CyrusServer, ws: websocket.WebSoc
 
 def test_restart_keeps_ports_and_data(cyrus: CyrusServer) -> None:
     url = cyrus.http_url
-    cyrus.append_message(cyrus.user, _message("before restart"), index=True)
+    subject = f"smoke restart {time.monotonic_ns()}"  # the server is shared: a unique subject
+    cyrus.append_message(cyrus.user, _message(subject), index=True)
     cyrus.restart()
     assert cyrus.http_url == url
     conn = websocket.create_connection(
@@ -220,7 +221,7 @@ def test_restart_keeps_ports_and_data(cyrus: CyrusServer) -> None:
             [
                 [
                     "Email/query",
-                    {"accountId": cyrus.user, "filter": {"subject": "before restart"}},
+                    {"accountId": cyrus.user, "filter": {"subject": subject}},
                     "q",
                 ]
             ],
