@@ -13,8 +13,8 @@ that a session nobody holds any more can be collected.
 
 from __future__ import annotations
 
+import collections
 import logging
-import math
 import socket
 import struct
 import threading
@@ -37,14 +37,21 @@ from .errors import (
     TransportError,
     WebSocketProtocolError,
 )
-from .frames import RequestError, Response, StateChange
+from .frames import RequestError, Response, StateChange, UnknownFrame
 
-__all__ = ["MAX_CONSECUTIVE_NON_TEXT", "Connection"]
+__all__ = ["BURST_WINDOW", "MAX_CONSECUTIVE_NON_TEXT", "Connection"]
 
 log = logging.getLogger(__name__)
 
-#: More consecutive data-less messages than this raise :class:`StarvationError`.
+#: More data-less messages in a row than this, within :data:`BURST_WINDOW` seconds,
+#: raise :class:`StarvationError` (Pongs that answer our own Pings never count).
 MAX_CONSECUTIVE_NON_TEXT: Final = 64
+#: The span, in seconds, within which those messages make a burst.
+BURST_WINDOW: Final = 1.0
+#: A bounded send writes at most this much per system call, checking its deadline between.
+_SEND_CHUNK: Final = 256 * 1024
+#: Our Pings whose Pongs are still awaited, at most (older ones are forgotten).
+_PINGS_REMEMBERED: Final = 32
 
 #: Close codes that end the stream cleanly (1005: the server's Close had no code).
 _CLEAN_CLOSES: Final = frozenset({CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.NO_STATUS})
@@ -101,8 +108,12 @@ class Connection:
         #: The pushState of the last StateChange received (handed out or not).
         self.received_push_state: str | None = None
         self._send_lock = threading.Lock()
-        self._send_timeout = 0  # SO_SNDTIMEO now set, whole seconds; 0 means none
+        self._send_timeout = 0.0  # SO_SNDTIMEO now set, in seconds; 0 means none
         self._closing = False
+        #: Set when a send broke the framing (interrupted half-way): why the stream ends.
+        self._fault: TransportError | None = None
+        self._pings: collections.deque[bytes] = collections.deque(maxlen=_PINGS_REMEMBERED)
+        self._pings_lock = threading.Lock()
         #: Why the stream ended, once it has: (error or None, local).
         self.ended: tuple[BaseException | None, bool] | None = None
         self._reader = threading.Thread(
@@ -114,14 +125,16 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        """True once the stream has ended or close() was called."""
-        return self.ended is not None or self._closing
+        """True once the stream has ended, a send broke it, or close() was called."""
+        return self.ended is not None or self._closing or self._fault is not None
 
     def check_open(self) -> None:
         """Raise :class:`SessionClosed` (with the cause) once the session is finished."""
         ended = self.ended
         if ended is not None:
             raise SessionClosed(cause=ended[0])
+        if self._fault is not None:
+            raise SessionClosed(cause=self._fault)
         if self._closing:
             raise SessionClosed()
 
@@ -144,30 +157,83 @@ class Connection:
         finally:
             self._send_lock.release()
 
+    def ping(self, payload: bytes) -> None:
+        """Send a Ping; its Pong will not count toward starvation."""
+        with self._send_lock:
+            self.check_open()
+            with self._pings_lock:
+                self._pings.append(payload)
+            self._write(Opcode.PING, payload)
+
+    def _answers_our_ping(self, payload: bytes) -> bool:
+        """The reader: a Pong with this payload answers one of our Pings (and older ones:
+        RFC 6455 §5.5.3 lets a peer answer only the latest)."""
+        with self._pings_lock:
+            pings = self._pings
+            if payload not in pings:
+                return False
+            while pings.popleft() != payload:
+                pass
+            return True
+
     def _write(self, opcode: Opcode, payload: bytes, deadline: float | None = None) -> None:
         """Under the send lock: frame (masked, RFC 6455 §5.3) and send one message.
 
         The frame goes straight to the socket: websocket-client's send would wait for
-        writability without a bound (and costs 2-3x more). SO_SNDTIMEO makes a send that
-        makes no progress before ``deadline`` fail; a send that fails half-way leaves a
-        partial frame behind, so the connection is dropped.
+        writability without a bound (and costs 2-3x more). With a ``deadline`` the frame
+        is written in chunks, each bounded by SO_SNDTIMEO to the time left, so the whole
+        send ends by the deadline. A send that fails, times out or is interrupted
+        (KeyboardInterrupt) half-way leaves a partial frame behind: the connection is
+        dropped, so that nothing later is taken as the rest of that frame.
         """
         frame = encode_frame(opcode, payload)
-        seconds = 0 if deadline is None else max(1, math.ceil(deadline - time.monotonic()))
         try:
-            if seconds != self._send_timeout:
-                self._sock.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, 0)
-                )
-                self._send_timeout = seconds
-            self._sock.sendall(frame)
+            if deadline is None:
+                self._set_send_timeout(0.0)
+                self._sock.sendall(frame)
+            else:
+                self._send_by(frame, deadline)
         except OSError as exc:
-            self.abort()
             if isinstance(exc, BlockingIOError | TimeoutError):
-                raise TransportError(
-                    f"sending to {self.url} made no progress for {seconds} s; connection dropped"
-                ) from exc
-            raise TransportError(f"sending to {self.url} failed: {exc}") from exc
+                fault = TransportError(
+                    f"sending to {self.url} did not finish in time (the server is not"
+                    " reading); connection dropped"
+                )
+            else:
+                fault = TransportError(f"sending to {self.url} failed: {exc}")
+            fault.__cause__ = exc
+            self._break(fault)
+            raise fault from exc
+        except BaseException:
+            self._break(
+                TransportError(f"a send to {self.url} was interrupted half-way; connection dropped")
+            )
+            raise
+
+    def _break(self, fault: TransportError) -> None:
+        """A send failed half-way: the stream is finished, and ends with ``fault``."""
+        if self._fault is None:
+            self._fault = fault
+        self.abort()
+
+    def _send_by(self, frame: bytes, deadline: float) -> None:
+        view = memoryview(frame)
+        sent, size = 0, len(frame)
+        while sent < size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            self._set_send_timeout(left)
+            sent += self._sock.send(view[sent : sent + _SEND_CHUNK])
+
+    def _set_send_timeout(self, seconds: float) -> None:
+        if seconds != self._send_timeout:
+            whole = int(seconds)
+            micro = 0 if seconds == 0 else max(int((seconds - whole) * 1e6), 1)
+            self._sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", whole, micro)
+            )
+            self._send_timeout = seconds
 
     def _send_close(self, code: int, reason: str = "") -> None:
         """Best effort: a Close frame, unless close() sent one already."""
@@ -232,6 +298,7 @@ class Connection:
             if isinstance(exc, OSError):
                 error = TransportError(f"connection to {self.url} broke: {exc}")
                 error.__cause__ = exc
+            error = self._fault or error
         except BaseException as exc:  # a bug must not leave callers blocked forever
             log.exception("reader thread of %s failed", self.url)
             self._end(TransportError(f"reader thread failed: {exc!r}"))
@@ -262,12 +329,14 @@ class Connection:
         """Read until the server's Close: return what it means (None: a clean end)."""
         read = self._frames.read
         put = self.inbox.put
-        idle = 0  # consecutive messages that carried no data
+        calls = self.calls
+        # When each data-less message of the current run arrived (starvation is a burst).
+        idle: collections.deque[float] = collections.deque(maxlen=MAX_CONSECUTIVE_NON_TEXT + 1)
         while True:
             opcode, data = read()
-            self.last_activity = time.monotonic()
+            now = self.last_activity = time.monotonic()
             if opcode is _TEXT:
-                idle = 0
+                idle.clear()
                 try:
                     frame = decode(data)  # type: ignore[arg-type]
                 except ParseError as exc:
@@ -279,30 +348,49 @@ class Connection:
                         self.received_push_state = frame.push_state  # type: ignore[union-attr]
                 elif kind is Response or kind is RequestError:
                     request_id = frame.request_id  # type: ignore[union-attr]
-                    if self.calls.owns(request_id):
-                        self.calls.resolve(request_id, frame)  # type: ignore[arg-type]
+                    if calls.owns(request_id):
+                        calls.resolve(request_id, frame)  # type: ignore[arg-type]
                         continue
+                elif kind is UnknownFrame and self._misfit_answer(frame):  # type: ignore[arg-type]
+                    continue
                 put(frame)  # type: ignore[arg-type]
                 continue
             if opcode is _CONT and data:
-                idle = 0  # a fragment with data is progress (bounded by the size limit)
+                idle.clear()  # a fragment with data is progress (bounded by the size limit)
                 continue
             if opcode is _BINARY:  # RFC 8887 §4.3: JMAP messages are text
-                idle = 0
+                idle.clear()
                 put(ProtocolViolation(f"binary message of {len(data)} bytes (RFC 8887 §4.3)"))
                 continue
             if opcode is Opcode.CLOSE:
                 return self._on_close(data)  # type: ignore[arg-type]
             if opcode is _PING:
                 self._pong(data)  # type: ignore[arg-type]
-            idle += 1
-            if idle > MAX_CONSECUTIVE_NON_TEXT:
-                idle = 0
+            elif opcode is _PONG and self._answers_our_ping(data):  # type: ignore[arg-type]
+                continue  # our keepalive's answer: never starvation
+            idle.append(now)
+            if len(idle) > MAX_CONSECUTIVE_NON_TEXT and now - idle[0] <= BURST_WINDOW:
+                idle.clear()
                 put(
                     StarvationError(
-                        f"more than {MAX_CONSECUTIVE_NON_TEXT} consecutive messages without data"
+                        f"more than {MAX_CONSECUTIVE_NON_TEXT} messages without data within"
+                        f" {BURST_WINDOW:g} s"
                     )
                 )
+
+    def _misfit_answer(self, frame: UnknownFrame) -> bool:
+        """An answer to one of our calls that does not fit its type: tell the caller now."""
+        request_id = frame.raw.get("requestId")
+        if frame.type_name not in ("Response", "RequestError") or not self.calls.owns(request_id):
+            return False
+        self.calls.resolve(
+            request_id,  # type: ignore[arg-type]
+            ParseError(
+                f"the {frame.type_name} answering request {request_id} is malformed:"
+                f" {frame.problem or 'it does not fit its type'}"
+            ),
+        )
+        return True
 
     def _pong(self, payload: bytes) -> None:
         with self._send_lock:

@@ -17,8 +17,15 @@ from typing import Any
 
 import websocket
 
-from ._net import Proxy, Watchdog, safe_url, shared_default_context, websocket_proxy_options
-from .errors import HandshakeError, translate
+from ._net import (
+    Cancel,
+    Proxy,
+    Watchdog,
+    safe_url,
+    shared_default_context,
+    websocket_proxy_options,
+)
+from .errors import HandshakeError, SessionClosed, translate
 
 __all__ = ["SUBPROTOCOL", "open_websocket"]
 
@@ -36,6 +43,7 @@ def open_websocket(
     ssl_context: ssl.SSLContext | None,
     proxy: Proxy | None,
     require_subprotocol: bool,
+    cancel: Cancel | None = None,
 ) -> Any:
     """Connect to ``url`` and complete the handshake; return websocket-client's object.
 
@@ -61,13 +69,16 @@ def open_websocket(
         "suppress_origin": True,
         **websocket_proxy_options(proxy),
     }
-    with Watchdog(timeout, lambda: ws.sock) as watchdog:
+    with Watchdog(timeout, lambda: ws.sock, cancel) as watchdog:
         try:
             ws.connect(url, **options)
         except (OSError, websocket.WebSocketException) as exc:
-            raise translate(
-                exc, safe, action="the handshake with", timed_out=watchdog.fired
-            ) from exc
+            if watchdog.cancelled:
+                raise SessionClosed("the connection attempt was cancelled") from exc
+            raise translate(exc, safe, action="connecting to", timed_out=watchdog.fired) from exc
+    if watchdog.cancelled:
+        ws.shutdown()
+        raise SessionClosed("the connection attempt was cancelled")
     if watchdog.fired:  # it fired just as the handshake finished: the socket is gone
         ws.shutdown()
         raise TimeoutError(f"the handshake with {safe} took longer than {timeout} s")

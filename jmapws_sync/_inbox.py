@@ -10,8 +10,12 @@ deque, under one lock:
   are, for ``get`` (so a thread blocked in ``next_frame()`` is woken by them too);
 * the end of the stream (:meth:`Inbox.finish`) comes after every frame that arrived
   before it, and stays: every later call sees it;
-* at ``max_queue`` frames the reader is made to wait in :meth:`Inbox.put` (TCP then slows
-  the server down) until the consumers have taken half of them; nothing is ever dropped.
+* a StateChange that arrives while the last unread item is a StateChange is merged into
+  it (:meth:`StateChange.merge <jmapws_sync.StateChange.merge>`: nothing is lost, order is
+  kept), so a flood of pushes takes one place;
+* the other frames and the recoverable errors count toward ``max_queue``; at that many
+  the reader is made to wait in :meth:`Inbox.put` (TCP then slows the server down) until
+  the consumers have taken half of them. Nothing is ever dropped.
 
 Pure threading, no I/O: the reader thread puts, any thread takes.
 """
@@ -85,6 +89,7 @@ class Inbox:
         self._end: _End | None = None
         self._unblocked = False
         self._push_state: str | None = None
+        self._counted = 0  # items that count toward max_queue: all but StateChanges, markers
         #: True while the reader waits for room (see the module docstring).
         self.paused = False
 
@@ -98,9 +103,16 @@ class Inbox:
         """
         with self._lock:
             items = self._items
-            items.append(item)
+            if type(item) is StateChange:
+                if items and type(items[-1]) is StateChange:
+                    items[-1] = items[-1].merge(item)
+                else:
+                    items.append(item)
+            else:
+                items.append(item)
+                self._counted += 1
             self._arrived.notify_all()
-            if self._max and len(items) >= self._max and not self._unblocked:
+            if self._max and self._counted >= self._max and not self._unblocked:
                 self._wait_for_room()
 
     def _wait_for_room(self) -> None:
@@ -108,12 +120,12 @@ class Inbox:
             "%s: %d frames are waiting for next_frame(); reading paused until the"
             " application catches up (answers to call() wait too)",
             self._name,
-            len(self._items),
+            self._counted,
         )
         low = self._max // 2
         self.paused = True
         try:
-            while len(self._items) > low and not self._unblocked:
+            while self._counted > low and not self._unblocked:
                 self._room.wait()
         finally:
             self.paused = False
@@ -179,7 +191,11 @@ class Inbox:
         return self._take(timeout, changes_only=False)
 
     def get_change(self, timeout: float | None = None) -> StateChange | None:
-        """The next StateChange; other frames before it stay for :meth:`get`."""
+        """The next StateChange (``changes()``); other frames before it stay for :meth:`get`.
+
+        Recoverable errors met on the way (a binary or non-JSON message) are logged at
+        WARNING and passed over: the stream goes on. None at a clean end.
+        """
         return self._take(timeout, changes_only=True)  # type: ignore[return-value]
 
     def changes(self, timeout: float | None = None) -> Iterator[StateChange]:
@@ -212,17 +228,25 @@ class Inbox:
                     del self._items[index]
                 else:
                     self._items.popleft()
-                if self.paused and len(self._items) <= self._max // 2:
-                    self._room.notify()
-            if type(item) is StateChange:
-                if item.push_state is not None:
-                    self._push_state = item.push_state
-                return item
+                kind = type(item)
+                if kind is StateChange:
+                    if item.push_state is not None:  # type: ignore[union-attr]
+                        self._push_state = item.push_state  # type: ignore[union-attr]
+                    return item  # type: ignore[return-value]
+                if not isinstance(item, Marker):
+                    self._counted -= 1
+                    if self.paused and self._counted <= self._max // 2:
+                        self._room.notify()
             if isinstance(item, Marker):
                 if self._on_marker is not None:
                     self._on_marker(item)
                 continue
             if isinstance(item, BaseException):
+                if changes_only:  # changes() goes on past what the stream survives
+                    log.warning(
+                        "%s: changes() passed over %s: %s", self._name, type(item).__name__, item
+                    )
+                    continue
                 raise item
             return item
 

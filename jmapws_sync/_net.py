@@ -26,6 +26,7 @@ from .auth import basic_header
 
 __all__ = [
     "DEFAULT_PORTS",
+    "Cancel",
     "Deadline",
     "Proxy",
     "Watchdog",
@@ -107,18 +108,32 @@ class Watchdog:
     would hold the caller for ever. ``sock`` is called at the deadline for the socket to
     shut (None while there is none yet: connecting is bounded by the socket timeout).
     The raw socket is shut, never the TLS layer, which is not thread-safe. ``fired``
-    says why the operation then failed.
+    says why the operation then failed; ``cancelled`` that ``cancel`` fired it.
     """
 
-    def __init__(self, delay: float | None, sock: Callable[[], socket.socket | None]) -> None:
+    def __init__(
+        self,
+        delay: float | None,
+        sock: Callable[[], socket.socket | None],
+        cancel: Cancel | None = None,
+    ) -> None:
         self.fired = False
+        self.cancelled = False
         self._sock = sock
+        self._cancel = cancel
         self._timer: threading.Timer | None = None
         if delay is not None:
             self._timer = threading.Timer(max(delay, 0.0), self._fire)
             self._timer.name = "jmapws-deadline"
             self._timer.daemon = True
             self._timer.start()
+        if cancel is not None and not cancel.watch(self):
+            self.fire_cancelled()
+
+    def fire_cancelled(self) -> None:
+        """What :meth:`Cancel.cancel` does to every watchdog it watches."""
+        self.cancelled = True
+        self._fire()
 
     def _fire(self) -> None:
         self.fired = True
@@ -134,12 +149,49 @@ class Watchdog:
         """Disarm the watchdog (it may have fired already: see :attr:`fired`)."""
         if self._timer is not None:
             self._timer.cancel()
+        if self._cancel is not None:
+            self._cancel.unwatch(self)
 
     def __enter__(self) -> Watchdog:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.cancel()
+
+
+class Cancel:
+    """Aborts, from any thread, the connection attempts (discovery, handshake) given it.
+
+    :meth:`cancel` shuts the socket of every attempt under way and makes later ones fail
+    at once; they raise :class:`~jmapws_sync.SessionClosed`. A ReconnectingSession's
+    ``close()`` uses one to stop an attempt stuck on a server that does not answer.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watching: set[Watchdog] = set()
+        #: True once :meth:`cancel` was called.
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Abort every attempt under way and every later one."""
+        with self._lock:
+            self.cancelled = True
+            watching, self._watching = self._watching, set()
+        for watchdog in watching:
+            watchdog.fire_cancelled()
+
+    def watch(self, watchdog: Watchdog) -> bool:
+        """Register ``watchdog``; False when already cancelled."""
+        with self._lock:
+            if self.cancelled:
+                return False
+            self._watching.add(watchdog)
+            return True
+
+    def unwatch(self, watchdog: Watchdog) -> None:
+        with self._lock:
+            self._watching.discard(watchdog)
 
 
 # ---------------------------------------------------------------------------- TLS

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import logging
 import random
 import ssl
@@ -29,9 +30,11 @@ from typing import Any
 import attrs
 
 from ._inbox import Inbox, Marker
+from ._net import Cancel
 from .auth import Auth
 from .client import connect
-from .errors import KeepaliveTimeout, SessionClosed, TransportError
+from .discovery import fetch_session
+from .errors import JmapWsError, KeepaliveTimeout, SessionClosed, TransportError
 from .frames import CORE, AllTypes, Invocation, Request
 from .policy import Action, Backoff, Decision, RetryState
 from .resource import SessionResource
@@ -166,6 +169,12 @@ class Supervisor:
         self.final: BaseException | None = None
         self.reconnects = 0
         self.last_info: ReconnectInfo | None = None
+        self._opening: WsSession | None = None  # an attempt between handshake and push on
+        self._refresh: str | None = None  # a sessionState whose Session resource is wanted
+        self._refreshed: str | None = None
+        self._fetching = False
+        self._cancel = Cancel()  # fired by close(): aborts an attempt under way
+        self._pings = itertools.count(1)
         self.thread = threading.Thread(
             target=self._run, name=f"jmapws-reconnect-{number}", daemon=True
         )
@@ -211,13 +220,36 @@ class Supervisor:
         """Stop: close the current connection, end the stream, join the thread."""
         with self.cond:
             self.closing = True
-            link = self.current
+            link, opening = self.current, self._opening
             self.cond.notify_all()
+        self._cancel.cancel()  # an attempt stuck in discovery or the handshake ends now
+        if opening is not None:
+            opening.close(timeout=0)  # ... and one waiting for its push barrier
         if link is not None:
             link.inner.close(code, reason, timeout=timeout)
         self.inbox.finish(local=True)
         if threading.current_thread() is not self.thread:
             self.thread.join(timeout)
+
+    def want_session(self, state: str) -> None:
+        """A Response carried ``state`` as its sessionState: fetch the Session resource
+        again (in the supervisor thread, so the caller's call() is not held) if it is new."""
+        with self.cond:
+            session = self.session
+            if session is None or state in (session.state, self._refreshed, self._refresh):
+                return
+            self._refresh = state
+            self.cond.notify_all()
+
+    def fresh_session(self, deadline: float | None) -> SessionResource | None:
+        """The Session resource once no refresh is pending or under way."""
+        with self.cond:
+            while self._refresh is not None or self._fetching:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError("the Session resource was not refreshed in time")
+                self.cond.wait(left)
+            return self.session
 
     # ------------------------------------------------------------------ consumer threads
 
@@ -331,21 +363,27 @@ class Supervisor:
             "require_subprotocol": s.require_subprotocol,
             "inbox": self.inbox,
             "on_end": functools.partial(self._on_end, attempt),
+            "cancel": self._cancel,
             **s.session_options,
         }
         inner = connect(s.url, **options) if s.discover else WsSession.open(s.url, **options)
         with self.cond:
             push, types, state = self.push, self.data_types, self.resume_state
+            closing = self.closing
+            self._opening = inner
         link = Link(inner, attempt)
-        if push:
-            try:
+        try:
+            if push and not closing:
                 inner.enable_push(types, state)  # RFC 8887 §4.3.5.2: replay from pushState
                 inner.call(_PUSH_BARRIER, timeout=s.connect_timeout)
-            except BaseException:
-                inner.close(timeout=0)
-                raise
-            link.sent_push_state = state
-        return link
+                link.sent_push_state = state
+        except BaseException:
+            inner.close(timeout=0)
+            raise
+        finally:
+            with self.cond:
+                self._opening = None
+        return link  # if closing, _install() refuses it and closes it
 
     def _on_end(self, attempt: Attempt, error: BaseException | None, local: bool) -> None:
         """A connection's reader thread: its stream ended."""
@@ -414,11 +452,16 @@ class Supervisor:
         return fresh
 
     def _watch(self, link: Link) -> bool:
-        """Keepalive until ``link`` ends (True) or close() is called (False)."""
+        """Keepalive until ``link`` ends (True) or close() is called (False).
+
+        A reader paused on a full inbox (the application is slow) cannot read Pongs: it
+        is not a dead peer, so silence does not count while it is paused.
+        """
         inner = link.inner
         interval, limit = self.settings.ping_interval, self.settings.ping_timeout
         ping_sent: float | None = None
         while True:
+            refresh: str | None = None
             with self.cond:
                 while True:
                     if self.closing:
@@ -426,10 +469,18 @@ class Supervisor:
                     if link.down or inner.closed:
                         link.down = True
                         return True
+                    if self._refresh is not None:
+                        refresh, self._refresh = self._refresh, None
+                        self._fetching = True
+                        break
                     if interval is None:
                         self.cond.wait()
                         continue
                     now = time.monotonic()
+                    if self.inbox.paused:
+                        ping_sent = None  # the Pong may be waiting behind unread frames
+                        self.cond.wait(interval)
+                        continue
                     last = inner.last_activity
                     if ping_sent is not None and last >= ping_sent:
                         ping_sent = None  # a sign of life since the ping
@@ -444,16 +495,44 @@ class Supervisor:
                             link.down = True
                             log.warning("%s", link.failure)
                             return True
-                        self.cond.wait(ping_sent + limit - now)
+                        # Wake at the interval too: once the Pong is in, the next Ping is
+                        # due an interval after it, not when the timeout would have run out.
+                        self.cond.wait(min(ping_sent + limit - now, interval))
                     elif now - last >= interval:
                         break  # ping, outside the lock
                     else:
                         self.cond.wait(last + interval - now)
+            if refresh is not None:
+                self._fetch_session(refresh)
+                continue
             ping_sent = time.monotonic()
             try:
-                inner.ping()
+                inner.ping(b"jmapws-%d" % next(self._pings))
             except (TransportError, SessionClosed) as exc:
                 self.lost(link, exc)
+
+    def _fetch_session(self, state: str) -> None:
+        """Fetch the Session resource again, bounded by ``connect_timeout``."""
+        s = self.settings
+        try:
+            fresh = fetch_session(
+                s.url,
+                auth=s.auth,
+                timeout=s.connect_timeout,
+                ssl_context=s.ssl_context,
+                proxy=s.proxy,
+                cancel=self._cancel,
+            )
+        except (JmapWsError, TimeoutError) as exc:
+            log.warning("%s: refreshing the Session resource failed: %s", s.safe, exc)
+            fresh = None
+        with self.cond:
+            self._refreshed = state  # once per new state, even if the fetch failed
+            self._fetching = False
+            self.cond.notify_all()
+            if fresh is not None:
+                self.session = fresh
+                log.info("%s: Session resource refreshed (state %s)", s.safe, fresh.state)
 
     def _end(self, link: Link) -> _Lost:
         """Drop ``link`` (its reader has then finished) and say why it ended."""

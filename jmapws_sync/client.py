@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from ._net import Deadline, custom_context, safe_url
+from ._net import Cancel, Deadline, custom_context, safe_url
 from .auth import Auth
 from .discovery import fetch_session
 from .resource import websocket_url
@@ -26,6 +26,7 @@ def connect(
     proxy: str | None = None,
     require_subprotocol: bool = True,
     max_redirects: int = 5,
+    cancel: Cancel | None = None,
     **session_options: Any,
 ) -> WsSession:
     """Discover the server's WebSocket from ``url`` and open a session to it.
@@ -34,7 +35,8 @@ def connect(
     WebSocket URL (:func:`~jmapws_sync.discovery.websocket_url`: no downgrade from https
     to ws) and opens a :class:`~jmapws_sync.WsSession` whose ``session`` attribute holds
     the resource. The same TLS context and proxy serve both steps; ``auth`` is called for
-    each. ``timeout`` bounds discovery and handshake together. ``session_options`` go to
+    each. ``timeout`` bounds discovery and handshake together; ``cancel`` aborts either
+    from another thread. ``session_options`` go to
     :meth:`WsSession.open <jmapws_sync.WsSession.open>` (``max_message_size``,
     ``max_queue``, ``headers``...).
 
@@ -53,6 +55,7 @@ def connect(
         ssl_context=context,
         proxy=proxy,
         max_redirects=max_redirects,
+        cancel=cancel,
     )
     ws_url = websocket_url(resource)
     return WsSession.open(
@@ -63,5 +66,6 @@ def connect(
         proxy=proxy,
         require_subprotocol=require_subprotocol,
         session=resource,
+        cancel=cancel,
         **session_options,
     )

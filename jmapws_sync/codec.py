@@ -64,9 +64,13 @@ _ID = str | int | None
 _STRUCTURE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, cattrs.BaseValidationError)
 
 
+class _Misfit(TypeError):
+    """A member of a known frame is missing its shape; the text names it, never its value."""
+
+
 def _strict_str(value: Any, _: Any) -> str:
     if type(value) is not str:
-        raise TypeError("expected a JSON string")
+        raise _Misfit("expected a JSON string")
     return value
 
 
@@ -74,31 +78,31 @@ def _strict_id(value: Any, _: Any) -> str | int | None:
     # RFC 8887 §4.3.1: ids are strings, but real servers echo a number when one was sent.
     if value is None or type(value) is str or type(value) is int:
         return value
-    raise TypeError("expected a string or a number")
+    raise _Misfit("expected a string or a number")
 
 
 def _plain_object(value: Any, _: Any) -> dict[str, Any]:
     if type(value) is not dict:
-        raise TypeError("expected a JSON object")
+        raise _Misfit("expected a JSON object")
     return value
 
 
 def _invocation(value: Any, _: Any) -> Invocation:
     # RFC 8620 §3.2: [name, arguments, call id]; the arguments dict is handed over as is.
     if type(value) is not list or len(value) != 3:
-        raise TypeError("an invocation is a 3-element array")
+        raise _Misfit("an invocation is a 3-element array")
     name, arguments, call_id = value
     if type(name) is not str or type(arguments) is not dict or type(call_id) is not str:
-        raise TypeError("an invocation is [string, object, string]")
+        raise _Misfit("an invocation is [string, object, string]")
     return Invocation(name, arguments, call_id)
 
 
 def _changed(value: Any, _: Any) -> dict[str, dict[str, str]]:
     if type(value) is not dict:
-        raise TypeError("changed must be an object")
+        raise _Misfit("changed must be an object")
     for types in value.values():
         if type(types) is not dict or any(type(s) is not str for s in types.values()):
-            raise TypeError("changed maps account ids to objects of type name -> state")
+            raise _Misfit("changed maps account ids to objects of type name -> state")
     return value
 
 
@@ -106,7 +110,7 @@ def _string_map(value: Any, _: Any) -> dict[str, str] | None:
     if value is None:
         return None
     if type(value) is not dict or any(type(v) is not str for v in value.values()):
-        raise TypeError("expected an object of strings")
+        raise _Misfit("expected an object of strings")
     return value
 
 
@@ -135,12 +139,12 @@ def _request_error(value: dict[str, Any], _: Any) -> RequestError:
     kind = known.get("type")
     status = known.get("status")
     if type(kind) is not str:
-        raise TypeError("a problem needs a string type")
+        raise _Misfit("a problem needs a string type")
     if status is not None and type(status) is not int:
-        raise TypeError("status must be a number")
+        raise _Misfit("status must be a number")
     for attr in ("title", "detail", "limit"):
         if known.get(attr) is not None and type(known[attr]) is not str:
-            raise TypeError(f"{attr} must be a string")
+            raise _Misfit(f"{attr} must be a string")
     known["request_id"] = _strict_id(known.get("request_id"), None)
     return RequestError(**known, extra=extra)
 
@@ -196,7 +200,7 @@ def _state_change(obj: dict[str, Any], _: Any) -> StateChange:
     # Hand-written for the push hot path; the same checks as the generated hook.
     push_state = obj.get("pushState")
     if push_state is not None and type(push_state) is not str:
-        raise TypeError("pushState must be a string")
+        raise _Misfit("pushState must be a string")
     return StateChange(_changed(obj["changed"], None), push_state)
 
 
@@ -204,7 +208,7 @@ def _response(obj: dict[str, Any], _: Any) -> Response:
     # Hand-written for the call() hot path; the same checks as the generated hook.
     calls = obj["methodResponses"]
     if type(calls) is not list:
-        raise TypeError("methodResponses must be an array")
+        raise _Misfit("methodResponses must be an array")
     created = obj.get("createdIds")
     return Response(
         tuple([_invocation(call, None) for call in calls]),
@@ -314,6 +318,13 @@ def decode(text: str, *, accept: Mapping[str, type] = SERVER_FRAMES) -> Decoded:
         return UnknownFrame(type_name, obj)
     try:
         frame: Decoded = converter.structure(obj, cls)
-    except _STRUCTURE_ERRORS:
-        return UnknownFrame(type_name, obj)
+    except KeyError as exc:
+        return UnknownFrame(type_name, obj, f"missing member {exc}")
+    except _STRUCTURE_ERRORS as exc:
+        return UnknownFrame(type_name, obj, _problem(exc))
     return frame
+
+
+def _problem(exc: Exception) -> str:
+    """What our own structuring hooks said; cattrs' and Python's texts may quote values."""
+    return str(exc) if isinstance(exc, _Misfit) else "a member of the wrong type or shape"

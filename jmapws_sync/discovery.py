@@ -43,6 +43,7 @@ from urllib.parse import SplitResult, quote, urljoin, urlsplit, urlunsplit
 import attrs
 
 from ._net import (
+    Cancel,
     Deadline,
     Proxy,
     Watchdog,
@@ -57,6 +58,7 @@ from .auth import Auth
 from .errors import (
     AuthenticationError,
     InsecureWebSocketUrl,
+    SessionClosed,
     SessionError,
     challenge_scheme,
     translate,
@@ -140,6 +142,7 @@ def _get(
     proxy: Proxy | None,
     context: ssl.SSLContext | None,
     deadline: Deadline,
+    cancel: Cancel | None,
 ) -> _Reply:
     """One GET, bounded by ``deadline``; the body is read only for a 2xx answer."""
     safe = safe_url(urlunsplit(parts))
@@ -166,7 +169,7 @@ def _get(
             send.update(proxy.headers)
         target = _request_target(parts, absolute=proxy is not None)
     log.debug("GET %s%s", safe, f" via proxy {proxy.label}" if proxy else "")
-    watchdog = Watchdog(left, lambda: conn.sock)
+    watchdog = Watchdog(left, lambda: conn.sock, cancel)
     try:
         conn.request("GET", target, headers=send)
         if watchdog.fired:  # it fired while connecting, before there was a socket to shut
@@ -180,12 +183,16 @@ def _get(
         # (ssl.SSLCertVerificationError is a ValueError too, but also an OSError).
         if not isinstance(exc, OSError | http.client.HTTPException) and not watchdog.fired:
             raise
+        if watchdog.cancelled:
+            raise SessionClosed("the connection attempt was cancelled") from exc
         if watchdog.fired or isinstance(exc, TimeoutError):
             raise TimeoutError(message) from exc
         raise translate(exc, safe, action="fetching the JMAP Session resource from") from exc
     finally:
         watchdog.cancel()
         conn.close()
+    if watchdog.cancelled:
+        raise SessionClosed("the connection attempt was cancelled")
     if watchdog.fired:  # the shutdown can look like a clean end of stream: trust no answer
         raise TimeoutError(message)
     return _Reply(response.status, response.reason, response.headers, body)
@@ -224,6 +231,7 @@ def fetch_session(
     keyfile: str | None = None,
     proxy: str | None = None,
     max_redirects: int = 5,
+    cancel: Cancel | None = None,
 ) -> SessionResource:
     """Fetch and read the JMAP Session resource (RFC 8620 §2).
 
@@ -240,6 +248,8 @@ def fetch_session(
     redirect, a body that is not a valid Session resource: ``field`` names the member),
     :class:`TransportError` (refused, unreachable, TLS verification failed, proxy refused)
     or :class:`TimeoutError`; :class:`ValueError` for a URL or option that makes no sense.
+    ``cancel`` (a :class:`~jmapws_sync._net.Cancel`) aborts the fetch from another thread
+    (:class:`SessionClosed`).
     """
     current = session_url(url)
     context = custom_context(
@@ -260,6 +270,7 @@ def fetch_session(
             proxy=resolve_proxy(current, proxy),
             context=context,
             deadline=deadline,
+            cancel=cancel,
         )
         if reply.status not in _REDIRECTS:
             break

@@ -170,6 +170,20 @@ class StateChange:
     changed: dict[str, dict[str, str]]
     push_state: str | None = None
 
+    def merge(self, newer: StateChange) -> StateChange:
+        """This change and a ``newer`` one as one StateChange, with no meaning lost.
+
+        ``changed`` is the union, each account and type keeping the newer state; the
+        ``push_state`` is the newer one (this one's if the newer has none). A StateChange
+        only says "these types are now at these states", so two in a row say no more
+        than this one does (RFC 8620 §7.1).
+        """
+        changed = {account: dict(types) for account, types in self.changed.items()}
+        for account, types in newer.changed.items():
+            changed.setdefault(account, {}).update(types)
+        push_state = newer.push_state if newer.push_state is not None else self.push_state
+        return StateChange(changed, push_state)
+
 
 class AllTypes(enum.Enum):
     """The type of :data:`ALL_TYPES`."""
@@ -214,6 +228,8 @@ class UnknownFrame:
 
     type_name: str | None
     raw: dict[str, Any] = attrs.field(repr=False)
+    #: Why a known ``@type`` did not fit (a fixed text naming the member, never a value).
+    problem: str | None = attrs.field(default=None, eq=False)
 
 
 #: What :meth:`WsSession.next_frame` can return.

@@ -56,9 +56,10 @@ After a reconnect, push is enabled again with the same data types and the last
 ``pushState`` received, so that the server replays what changed meanwhile (RFC 8887
 §4.3.5.2). Calls in flight when a connection broke fail with
 :class:`~jmapws_sync.ConnectionLost` and are *not* re-sent: the server may have run them.
-The Session resource is fetched again at every reconnect, and also (by the thread that
-receives it) when a Response carries a ``sessionState`` that differs from
-:attr:`session`'s ``state``.
+The Session resource is fetched again at every reconnect, and also, by the supervisor
+thread (never holding up the call that received it), when a Response carries a
+``sessionState`` that differs from :attr:`session`'s ``state``;
+:meth:`fresh_session` waits for that refresh.
 
 The application learns of a reconnect through ``on_reconnect(info)``: called with a
 :class:`ReconnectInfo`, in the thread that reads frames (:meth:`next_frame` /
@@ -84,7 +85,6 @@ import itertools
 import logging
 import random
 import ssl
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
@@ -92,11 +92,9 @@ from ._inbox import DEFAULT_MAX_QUEUE
 from ._net import Deadline, safe_url
 from ._supervisor import Link, ReconnectInfo, Settings, Supervisor
 from .auth import Auth
-from .discovery import fetch_session
 from .errors import (
     AuthenticationError,
     ConnectionLost,
-    JmapWsError,
     KeepaliveTimeout,
     PushUnavailable,
     SessionClosed,
@@ -203,8 +201,6 @@ class ReconnectingSession:
             ping_timeout=ping_timeout,
             on_reconnect=on_reconnect,
         )
-        self._refreshed_for: str | None = None
-        self._refresh_lock = threading.Lock()
         self._sup = Supervisor(
             settings,
             rng=rng if rng is not None else random.Random(),  # noqa: S311 - jitter only
@@ -222,6 +218,12 @@ class ReconnectingSession:
     def session(self) -> SessionResource | None:
         """The latest JMAP Session resource (``None`` for a ws(s) URL or before connecting)."""
         return self._sup.session
+
+    def fresh_session(self, timeout: float | None = None) -> SessionResource | None:
+        """:attr:`session`, once the refresh that a Response's new ``sessionState`` asked
+        for is done (at once when none is pending). :class:`TimeoutError` after
+        ``timeout``."""
+        return self._sup.fresh_session(Deadline(timeout).at)
 
     @property
     def push_state(self) -> str | None:
@@ -397,31 +399,9 @@ class ReconnectingSession:
     # ------------------------------------------------------------------ Session resource
 
     def _check_session_state(self, response: Response) -> None:
-        """Fetch the Session resource again when a Response says it changed (RFC 8620 §2)."""
-        sup = self._sup
-        session = sup.session
-        state = response.session_state
-        if session is None or state in (session.state, self._refreshed_for):
-            return
-        if not self._refresh_lock.acquire(blocking=False):
-            return  # another thread is fetching it right now
-        try:
-            self._refreshed_for = state  # once per new state, even if the fetch fails
-            settings = sup.settings
-            fresh = fetch_session(
-                settings.url,
-                auth=settings.auth,
-                timeout=settings.connect_timeout,
-                ssl_context=settings.ssl_context,
-                proxy=settings.proxy,
-            )
-        except (JmapWsError, TimeoutError) as exc:
-            log.warning("%s: refreshing the Session resource failed: %s", self._safe, exc)
-        else:
-            sup.session = fresh
-            log.info("%s: Session resource refreshed (state %s)", self._safe, fresh.state)
-        finally:
-            self._refresh_lock.release()
+        """A Response says the Session resource changed (RFC 8620 §2): the supervisor
+        fetches it again, in its own thread, so that this call is not held by it."""
+        self._sup.want_session(response.session_state)
 
     # ------------------------------------------------------------------ closing
 

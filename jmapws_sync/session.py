@@ -25,7 +25,6 @@ from __future__ import annotations
 import itertools
 import logging
 import ssl
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -35,7 +34,7 @@ from ._connection import MAX_CONSECUTIVE_NON_TEXT, Connection, OnEnd
 from ._framing import Opcode
 from ._handshake import open_websocket
 from ._inbox import DEFAULT_MAX_QUEUE, Inbox
-from ._net import Deadline, resolve_proxy, safe_url
+from ._net import Cancel, Deadline, resolve_proxy, safe_url
 from .auth import Auth
 from .codec import encode_bytes
 from .errors import PushUnavailable, RequestFailed
@@ -119,12 +118,9 @@ class WsSession:
                 finish(error, local=local)
 
         self._number = next(_session_numbers)
-        self._calls = Calls(self._number)
         if max_concurrent_requests is None and session is not None:
             max_concurrent_requests = session.core.max_concurrent_requests
-        self._slots = (
-            threading.BoundedSemaphore(max_concurrent_requests) if max_concurrent_requests else None
-        )
+        self._calls = Calls(self._number, max_concurrent_requests)
         self._conn = Connection(
             ws,
             url=self._url,
@@ -156,6 +152,7 @@ class WsSession:
         session: SessionResource | None = None,
         inbox: Inbox | None = None,
         on_end: OnEnd | None = None,
+        cancel: Cancel | None = None,
     ) -> WsSession:
         """Open a WebSocket to ``url`` (``ws://`` or ``wss://``) and start the reader.
 
@@ -174,7 +171,8 @@ class WsSession:
         ``ssl_context`` defaults to a shared :func:`ssl.create_default_context`
         (verification on). ``proxy`` is ``"http://[user:pass@]host:port"``; ``None``
         takes ``https_proxy`` / ``http_proxy`` / ``no_proxy`` from the environment, ``""``
-        means no proxy. ``inbox`` and ``on_end``: see the constructor.
+        means no proxy. ``inbox`` and ``on_end``: see the constructor. ``cancel`` (a
+        :class:`~jmapws_sync._net.Cancel`) aborts the handshake from another thread.
 
         Raises :class:`AuthenticationError` (401/403), :class:`HandshakeError` (another
         status, or a missing subprotocol), :class:`TransportError` (refused, unreachable,
@@ -189,6 +187,7 @@ class WsSession:
             ssl_context=ssl_context,
             proxy=resolve_proxy(url, proxy),
             require_subprotocol=require_subprotocol,
+            cancel=cancel,
         )
         return cls(
             ws,
@@ -258,8 +257,11 @@ class WsSession:
         self._conn.send(Opcode.TEXT, encode_bytes(WebSocketPushDisable()))
 
     def ping(self, payload: bytes = b"") -> None:
-        """Send a WebSocket Ping; the reader updates :attr:`last_activity` on the Pong."""
-        self._conn.send(Opcode.PING, payload)
+        """Send a WebSocket Ping; the reader updates :attr:`last_activity` on the Pong.
+
+        The Pong that answers it never counts toward :class:`StarvationError`.
+        """
+        self._conn.ping(payload)
 
     # ------------------------------------------------------------------ call()
 
@@ -270,7 +272,10 @@ class WsSession:
         caller only (never to :meth:`next_frame`), whatever order the server answers in.
         Safe from any number of threads; when a concurrency limit is known
         (``maxConcurrentRequests``), extra callers wait for a free slot within the same
-        ``timeout``.
+        ``timeout``, and a call that timed out keeps its slot until its late answer
+        arrives (the server is still running it). ``timeout`` bounds all of it, the send
+        included: a send that cannot finish in time (the server stopped reading) drops the
+        connection, since half a frame may have gone out.
 
         Raises :class:`RequestFailed` when the server answers with a RequestError,
         :class:`TimeoutError` when no answer came in time (a late answer is then dropped
@@ -278,28 +283,21 @@ class WsSession:
         (or :class:`SessionClosed`) when the session ends while waiting.
         """
         deadline = Deadline(timeout)
-        slots = self._slots
-        if slots is not None:
-            wait = deadline.left()
-            if not slots.acquire(timeout=None if wait is None else max(wait, 0.0)):
-                raise TimeoutError("no free request slot (maxConcurrentRequests) in time")
         calls = self._calls
+        request_id = calls.new_id()
+        data = encode_bytes(request, request_id)
+        if not calls.acquire_slot(deadline.left()):
+            raise TimeoutError("no free request slot (maxConcurrentRequests) in time")
+        waiter = calls.register(request_id)
         try:
-            request_id = calls.new_id()
-            data = encode_bytes(request, request_id)
-            waiter = calls.register(request_id)
-            try:
-                self._conn.send_within(Opcode.TEXT, data, deadline.at)
-            except BaseException:
-                calls.forget(request_id)
-                raise
-            if not waiter.wait(deadline.left()):
-                if calls.forget(request_id):
-                    raise TimeoutError(f"no answer to request {request_id} within {timeout} s")
-                waiter.wait(None)  # the reader took it an instant ago; it is being set
-        finally:
-            if slots is not None:
-                slots.release()
+            self._conn.send_within(Opcode.TEXT, data, deadline.at)
+        except BaseException:
+            calls.give_up(request_id, sent=False)
+            raise
+        if not waiter.wait(deadline.left()):
+            if calls.give_up(request_id, sent=True):
+                raise TimeoutError(f"no answer to request {request_id} within {timeout} s")
+            waiter.wait(None)  # the reader took it an instant ago; it is being set
         result = waiter.result
         if type(result) is Response:
             return result

@@ -199,8 +199,9 @@ def test_frames_received_before_a_break_come_before_on_reconnect(server: Referen
         rs.call(ECHO, timeout=WAIT)  # its answer comes after the three pushes: they are queued
         server.close_all(1012)  # service restart
         reader.start(rs)
-        olds = [reader.next_of(jws.StateChange).push_state for _ in range(3)]
-        assert olds == ["p1", "p2", "p3"]
+        old = reader.next_of(jws.StateChange)  # the three unread ones, merged
+        assert old.push_state == "p3"
+        assert old.changed == {"a-alice": {"Note": "s3"}}
         info = reader.next_of(ReconnectInfo)
         assert isinstance(info.cause, jws.ConnectionClosedError)
         assert info.cause.code == 1012
@@ -323,7 +324,10 @@ def test_session_resource_is_fetched_again_when_session_state_changes(
         new_state = server.bump_session_state()
         response = rs.call(ECHO, timeout=WAIT)
         assert response.session_state == new_state
-        assert rs.session.state == new_state
+        fresh = rs.fresh_session(timeout=WAIT)
+        assert fresh is not None
+        assert fresh.state == new_state
+        assert rs.session is fresh
 
 
 def test_ws_url_connects_without_discovery(server: ReferenceServer) -> None:

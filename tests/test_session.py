@@ -526,18 +526,18 @@ def test_sixteen_threads_sending_concurrently_every_frame_arrives_whole() -> Non
 def test_full_queue_pauses_reader_loudly_and_loses_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """With max_queue=10, 100 pushed frames pause the reader (a warning) and all arrive."""
+    """With max_queue=10, 100 frames that cannot merge pause the reader (loudly); all arrive."""
     with RawServer(idle) as server:
         ws = jws.WsSession.open(server.url, timeout=5, max_queue=10)
         peer = server.next_peer()
         with caplog.at_level(logging.WARNING, logger="jmapws_sync"):
             for i in range(100):
-                peer.send_json({"@type": "StateChange", "changed": {}, "pushState": str(i)})
+                peer.send_json({"@type": "X-Numbered", "n": i})
             first = ws.next_frame(timeout=5)
             assert ws.pending_frames <= 10  # the reader stopped at the mark
-            states = [first] + [ws.next_frame(timeout=5) for _ in range(99)]
+            frames = [first] + [ws.next_frame(timeout=5) for _ in range(99)]
         ws.close()
-    assert [s.push_state for s in states] == [str(i) for i in range(100)]  # type: ignore[union-attr]
+    assert [f.raw["n"] for f in frames] == list(range(100))  # type: ignore[union-attr]
     assert any("reading paused" in r.getMessage() for r in caplog.records)
 
 
@@ -547,7 +547,7 @@ def test_close_wakes_a_reader_paused_on_a_full_queue() -> None:
         ws = jws.WsSession.open(server.url, timeout=5, max_queue=4)
         peer = server.next_peer()
         for i in range(20):
-            peer.send_json({"@type": "StateChange", "changed": {}, "pushState": str(i)})
+            peer.send_json({"@type": "X-Numbered", "n": i})
         assert ws.next_frame(timeout=5) is not None
         ws.close()
         wait_no_readers()

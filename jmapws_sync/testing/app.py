@@ -160,6 +160,8 @@ class JmapApp:
         user, scheme = self._authenticate(request)
         if user is None:
             return self._unauthorized(scheme)
+        if self._knobs.session_delay > 0:
+            await asyncio.sleep(self._knobs.session_delay)  # the fault itself: a slow server
         return web.json_response(self.session_resource(user), dumps=dumps)
 
     def session_resource(self, user: str) -> dict[str, Any]:

@@ -125,6 +125,7 @@ class Hub:
                 if not conn.close_sent:  # after our Close, data is discarded (RFC 6455 §1.4)
                     self._on_text(conn, msg.data)
             elif msg.type is WSMsgType.PING:
+                self._observed.pings += 1
                 await self._send_frame(conn, ws.pong(msg.data))
             elif msg.type is WSMsgType.BINARY:
                 # RFC 8887 §4.3: JMAP messages are text frames only.
@@ -226,16 +227,18 @@ class Hub:
             return
         conn.push_enabled = True
         conn.data_types = None if data_types is None else frozenset(data_types)
-        if push_state is None or not self._wants_notes(conn):
+        if push_state is None or not self._wants_notes(conn) or not self._quirks.replays:
             return
         changed, current = self._store.changed_since_push_state(push_state, conn.account_ids)
         if changed:
-            frame = {
-                "@type": "StateChange",
-                "changed": {a: {"Note": s} for a, s in changed.items()},
-                "pushState": current,
-            }
+            frame = self._state_change({a: {"Note": s} for a, s in changed.items()}, current)
             self._spawn(conn, self._send(conn, dumps(frame), halt_aware=True))
+
+    def _state_change(self, changed: dict[str, dict[str, str]], push_state: str) -> dict[str, Any]:
+        frame: dict[str, Any] = {"@type": "StateChange", "changed": changed}
+        if self._quirks.sends_push_state:
+            frame["pushState"] = push_state
+        return frame
 
     @staticmethod
     def _wants_notes(conn: Connection) -> bool:
@@ -248,7 +251,7 @@ class Hub:
                 continue
             visible = {a: s for a, s in changed.items() if a in conn.account_ids}
             if visible:
-                frame = {"@type": "StateChange", "changed": visible, "pushState": push_state}
+                frame = self._state_change(visible, push_state)
                 self._spawn(conn, self._send(conn, dumps(frame), halt_aware=True))
 
     # -- WebSocket: sending ----------------------------------------------------------------

@@ -72,14 +72,17 @@ class ReferenceServer:
     ``well_known_status`` is the redirect status of ``/.well-known/jmap`` (Cyrus: 301);
     ``null_data_types_mean_off`` makes a WebSocketPushEnable whose ``dataTypes`` is
     missing, ``null`` or ``[]`` turn push off, as Cyrus does, instead of meaning "all
-    types" (RFC 8887 §4.3.5.2). ``seed`` seeds the generator used by :meth:`delay` and
-    :meth:`reorder` for reproducible runs.
+    types" (RFC 8887 §4.3.5.2); ``sends_push_state=False`` leaves ``pushState`` out of
+    every StateChange and ``replays=False`` ignores the ``pushState`` of a
+    WebSocketPushEnable (both allowed by RFC 8887). ``seed`` seeds the generator used by
+    :meth:`delay` and :meth:`reorder` for reproducible runs.
 
     Knobs (thread-safe; those that act on open connections need a running server, else
     ``RuntimeError``): :meth:`delay`, :meth:`reorder`, :meth:`send_binary`,
     :meth:`send_raw_text`, :meth:`ping_flood`, :meth:`push_flood`, :meth:`close_all`,
     :meth:`reset_all`, :meth:`halt` / :meth:`resume`, :meth:`omit_subprotocol`,
-    :meth:`fail_handshake`, :meth:`drop_requests`, :meth:`bump_session_state`,
+    :meth:`fail_handshake`, :meth:`drop_requests`, :meth:`delay_session`,
+    :meth:`bump_session_state`,
     :meth:`set_password`, :meth:`set_token`, :meth:`change_note`, :meth:`destroy_note`.
     Observation: :meth:`connection_count`, :meth:`wait_for_connections`,
     :meth:`requests_seen`, :meth:`wait_for_requests`, :meth:`last_handshake`,
@@ -100,6 +103,8 @@ class ReferenceServer:
         well_known_status: int = 307,
         null_data_types_mean_off: bool = False,
         supports_push: bool = True,
+        sends_push_state: bool = True,
+        replays: bool = True,
         max_calls_in_request: int = 16,
         max_concurrent_requests: int = 4,
         max_size_request: int = 10_000_000,
@@ -121,6 +126,8 @@ class ReferenceServer:
             well_known_status=well_known_status,
             null_data_types_mean_off=null_data_types_mean_off,
             supports_push=supports_push,
+            sends_push_state=sends_push_state,
+            replays=replays,
         )
         self.limits = Limits(
             max_size_request=max_size_request,
@@ -290,6 +297,10 @@ class ReferenceServer:
         """How many JMAP Request objects arrived (WebSocket frames and HTTP API posts)."""
         return self._observed.requests
 
+    def pings_seen(self) -> int:
+        """How many WebSocket Pings arrived, on every connection."""
+        return self._observed.pings
+
     def wait_for_requests(self, n: int, timeout: float | None = None) -> bool:
         """Block until at least ``n`` Request objects have arrived; ``False`` on timeout."""
         return self._observed.wait(lambda o: o.requests >= n, timeout)
@@ -317,6 +328,10 @@ class ReferenceServer:
             self._knobs.delay = (float(low), float(high))
         else:
             self._knobs.delay = (float(seconds), float(seconds)) if seconds > 0 else None
+
+    def delay_session(self, seconds: float) -> None:
+        """Answer each GET of the Session resource ``seconds`` late (0 turns it off)."""
+        self._knobs.session_delay = max(float(seconds), 0.0)
 
     def reorder(self, n: int, *, hold: float = 0.2) -> None:
         """Hold WebSocket answers per connection until ``n`` are ready, then send them shuffled.

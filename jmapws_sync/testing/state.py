@@ -56,6 +56,8 @@ class Quirks:
     well_known_status: int = 307
     null_data_types_mean_off: bool = False
     supports_push: bool = True
+    sends_push_state: bool = True
+    replays: bool = True
 
     def __post_init__(self) -> None:
         if self.well_known_status not in (301, 302, 303, 307, 308):
@@ -73,6 +75,7 @@ class Knobs:
     omit_subprotocol: bool = False
     fail_status: int | None = None
     drop_requests: bool = False
+    session_delay: float = 0.0
 
 
 class Accounts:
@@ -140,6 +143,7 @@ class Observed:
         self.cond = threading.Condition()
         self.connections = 0
         self.requests = 0
+        self.pings = 0
         self.last_handshake: Handshake | None = None
         self.last_push_enable: dict[str, Any] | None = None
 
