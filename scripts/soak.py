@@ -6,10 +6,10 @@ Outside the test suite; run it on demand from a checkout (the ``server`` extra i
     python scripts/soak.py --quick      # 30 seconds
     python scripts/soak.py --duration 3600 --callers 8 --reconnect-every 2
 
-The reference server runs in a child process (this script with ``--serve``), so that the
-memory, threads and file descriptors sampled are the client's alone. The child reads one
-command per line on its stdin (``change``, ``reset``, ``close CODE``, ``state``) and answers
-each on its stdout; that is how this process makes Note changes and breaks connections.
+The reference server runs in a child process (:class:`jmapws_sync.testing.child.ServerProcess`),
+so that the memory, threads and file descriptors sampled are the client's alone. This
+process drives it over a pipe: ``change_note`` makes Note changes, ``reset_all`` and
+``close_all`` break connections, ``store.state`` gives the final state.
 
 In this process, one ReconnectingSession with push on serves ``--callers`` threads doing
 Core/echo calls in a loop and one consumer draining ``changes()``; a changer thread creates
@@ -38,20 +38,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import queue
 import secrets
 import statistics
-import subprocess
 import sys
 import threading
 import time
-from typing import IO
 
 import jmapws_sync as jws
+from jmapws_sync.testing.child import ServerProcess
 
 USER = "alice"
-CHILD_ENV_VAR = "JMAPWS_SOAK_PASSWORD"
-PASSWORD = secrets.token_urlsafe(16)  # handed to the server child in its environment
+PASSWORD = secrets.token_urlsafe(16)  # handed to the server child over its pipe
 SAMPLE_EVERY = 5.0
 CHANGE_EVERY = 0.1
 CONTROL_TIMEOUT = 15.0  # seconds the server child may take to answer one command
@@ -64,98 +61,9 @@ log = logging.getLogger("soak")
 # ----------------------------------------------------------------------------- server child
 
 
-def serve() -> int:
-    """The child: a ReferenceServer on 127.0.0.1, driven by commands on stdin until EOF."""
-    from jmapws_sync.testing import ReferenceServer  # noqa: PLC0415 - the child only
-
-    password = os.environ[CHILD_ENV_VAR]
-    with ReferenceServer(host="127.0.0.1", users={USER: password}) as server:
-        account = server.account_id(USER)
-        print(f"port {server.port}", flush=True)
-        serial = 0
-        for line in sys.stdin:  # ends at EOF: the parent closed the pipe or died
-            command, _, argument = line.strip().partition(" ")
-            try:
-                if command == "change":
-                    serial += 1
-                    server.change_note(USER, title=f"soak {serial}")
-                    answer = server.store.state(account)
-                elif command == "reset":
-                    server.reset_all()
-                    answer = "reset"
-                elif command == "close":
-                    server.close_all(int(argument), "soak")
-                    answer = "closed"
-                elif command == "state":
-                    answer = server.store.state(account)
-                else:
-                    answer = f"error unknown command {command!r}"
-            except (RuntimeError, TimeoutError, ValueError) as exc:
-                answer = f"error {command}: {type(exc).__name__}: {exc}"
-            print(f"ok {answer}", flush=True)
-    return 0
-
-
-class ServerChild:
-    """The server child process and its command pipe (one command at a time, any thread)."""
-
-    def __init__(self) -> None:
-        env = dict(os.environ, **{CHILD_ENV_VAR: PASSWORD})
-        self.proc = subprocess.Popen(  # noqa: S603 - this very script, no shell
-            [sys.executable, os.path.abspath(__file__), "--serve"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
-        self._stdin: IO[str] = self.proc.stdin
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._lock = threading.Lock()
-        self._pump = threading.Thread(
-            target=self._read, args=(self.proc.stdout,), name="soak-pipe", daemon=True
-        )
-        self._pump.start()
-        first = self._next_line()
-        self.port = int(first.split()[1])
-
-    def _read(self, stdout: IO[str]) -> None:
-        for line in stdout:
-            self._lines.put(line.strip())
-        self._lines.put(None)  # EOF: the child is gone
-
-    def _next_line(self) -> str:
-        try:
-            line = self._lines.get(timeout=CONTROL_TIMEOUT)
-        except queue.Empty:
-            raise TimeoutError("the server child did not answer in time") from None
-        if line is None:
-            raise RuntimeError(f"the server child exited ({self.proc.poll()})")
-        return line
-
-    def ask(self, command: str) -> str:
-        """Send one command and return its answer (without the ``ok``)."""
-        with self._lock:
-            self._stdin.write(command + "\n")
-            self._stdin.flush()
-            answer = self._next_line()
-        if not answer.startswith("ok ") or answer.startswith("ok error"):
-            raise RuntimeError(f"the server child answered {answer!r} to {command!r}")
-        return answer[3:]
-
-    def rss_kib(self) -> int:
-        return rss_kib(self.proc.pid)
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stdin.close()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self._pump.join(5)
+def start_server() -> ServerProcess:
+    """The reference server in a child process, with the soak user and its password."""
+    return ServerProcess(timeout=CONTROL_TIMEOUT, host="127.0.0.1", users={USER: PASSWORD})
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -279,10 +187,12 @@ def consumer(
             return
 
 
-def changer(server: ServerChild, stop: threading.Event, counts: Counters) -> None:
+def changer(server: ServerProcess, stop: threading.Event, counts: Counters) -> None:
+    serial = 0
     while not stop.wait(CHANGE_EVERY):
+        serial += 1
         try:
-            server.ask("change")
+            server.call("change_note", USER, title=f"soak {serial}")
         except (RuntimeError, TimeoutError, OSError) as exc:
             counts.fail(f"changer: {exc}")
             return
@@ -306,8 +216,8 @@ def run(
     duration: float, callers: int, reconnect_every: float, warmup: float, tally: LogTally
 ) -> int:
     counts = Counters()
-    server = ServerChild()
-    base_url = f"http://127.0.0.1:{server.port}"
+    server = start_server()
+    base_url = server.facts["base_url"]
     account = f"a-{USER}"
     baseline_fds = open_fds()
     rs = jws.ReconnectingSession(
@@ -354,7 +264,7 @@ def run(
                 sample: Sample = (
                     now - start,
                     rss_kib(),
-                    server.rss_kib(),
+                    rss_kib(server.proc.pid),
                     threading.active_count(),
                     library_threads(),
                     open_fds(),
@@ -369,7 +279,10 @@ def run(
                 if now - start >= duration:
                     break
             if now >= next_break:
-                server.ask("close 1012" if breaks % 2 else "reset")
+                if breaks % 2:
+                    server.call("close_all", 1012, "soak")
+                else:
+                    server.call("reset_all")
                 breaks += 1
                 next_break += reconnect_every
             stop.wait(max(0.0, min(next_sample, next_break) - time.monotonic()))
@@ -377,7 +290,7 @@ def run(
         # Push completeness: no more changes, then the last one must arrive.
         stop_changes.set()
         threads[-1].join(CONTROL_TIMEOUT)
-        final_state = server.ask("state")
+        final_state = server.call("store.state", account)
         with counts.cond:
             counts.cond.wait_for(lambda: counts.last_state == final_state, timeout=15.0)
     finally:
@@ -489,10 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="also print the library's warnings"
     )
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve:
-        return serve()
     tally = LogTally()
     library_log = logging.getLogger("jmapws_sync")
     library_log.setLevel(logging.WARNING)

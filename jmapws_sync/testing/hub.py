@@ -339,19 +339,22 @@ class Hub:
 
         await self.broadcast_frame(flood)
 
-    async def push_flood(self, n: int, account: str) -> None:
-        """Knob: ``n`` StateChanges for ``account`` to its user's connections, push or not."""
-        text = dumps(
-            {
-                "@type": "StateChange",
-                "changed": {account: {"Note": self._store.state(account)}},
-                "pushState": self._store.push_state(),
-            }
-        )
+    async def push_flood(self, n: int, account: str, last_push_state: str | None = None) -> None:
+        """Knob: ``n`` StateChanges for ``account`` to its user's connections, push or not;
+        the last one carries ``last_push_state`` when given (so a reader knows the end)."""
+        frame: dict[str, Any] = {
+            "@type": "StateChange",
+            "changed": {account: {"Note": self._store.state(account)}},
+            "pushState": self._store.push_state(),
+        }
+        text = dumps(frame)
+        last = text if last_push_state is None else dumps({**frame, "pushState": last_push_state})
 
         async def flood(conn: Connection) -> None:
-            for _ in range(n):
+            for _ in range(n - 1):
                 await conn.ws.send_str(text)
+            if n > 0:
+                await conn.ws.send_str(last)
 
         await self.broadcast_frame(flood, only=lambda c: account in c.account_ids)
 

@@ -365,15 +365,18 @@ class ReferenceServer:
         *,
         wait: bool = True,
         timeout: float | None = 60.0,
+        last_push_state: str | None = None,
     ) -> None:
         """Send ``n`` StateChange frames for ``account`` as fast as possible (benchmarks).
 
         They go to every open connection of the account's user, push-enabled or not, and
-        carry the account's real current state and pushState. With ``wait=False`` the call
-        returns at once; otherwise when every frame has been handed to the transport (which
-        needs the client to keep reading: flow control applies), or ``TimeoutError``.
+        carry the account's real current state and pushState; the last one carries
+        ``last_push_state`` instead when it is given, so that a client that merges unread
+        pushes knows when it has taken them all in. With ``wait=False`` the call returns at
+        once; otherwise when every frame has been handed to the transport (which needs the
+        client to keep reading: flow control applies), or ``TimeoutError``.
         """
-        coro = self._hub().push_flood(n, account)
+        coro = self._hub().push_flood(n, account, last_push_state)
         if wait:
             self._call(coro, timeout=timeout)
         else:

@@ -26,6 +26,8 @@ import websocket
 
 import jmapws_sync as jws
 
+from .server import FLOOD_END
+
 CORE = "urn:ietf:params:jmap:core"
 #: The small request of the round-trip workloads.
 SMALL_ARGS: dict[str, Any] = {"hello": True, "n": 1, "text": "ping"}
@@ -69,15 +71,18 @@ class LibClient:
         return reply.get("c0")
 
     def drain(self, n: int, start: Callable[[], None]) -> int:
-        """Through ``changes()``, the documented way to read push."""
+        """Through ``changes()``, the documented way to read push.
+
+        Unread StateChanges merge (nothing is lost: each says "these types are now at
+        these states"), so the drain ends when the flood's last frame, whose pushState is
+        ``FLOOD_END``, has been handed out: all ``n`` have been read and taken in by then.
+        """
         self.ws.enable_push()
         start()
-        count = 0
-        for _change in self.ws.changes(timeout=WAIT):
-            count += 1
-            if count >= n:
-                break
-        return count
+        for change in self.ws.changes(timeout=WAIT):
+            if change.push_state == FLOOD_END:
+                return n
+        return 0
 
     def close(self) -> None:
         self.ws.close()
@@ -93,14 +98,12 @@ class LibNextFrameClient(LibClient):
         self.ws.enable_push()
         start()
         next_frame = self.ws.next_frame
-        count = 0
-        while count < n:
+        while True:
             frame = next_frame(WAIT)
-            if type(frame) is jws.StateChange:
-                count += 1
-            elif frame is None:
-                break
-        return count
+            if type(frame) is jws.StateChange and frame.push_state == FLOOD_END:
+                return n
+            if frame is None:
+                return 0
 
 
 class WsClientLoop:

@@ -1,0 +1,53 @@
+"""The benchmark server: jmapws_sync's ReferenceServer in a process of its own.
+
+:class:`jmapws_sync.testing.child.ServerProcess` runs it on 127.0.0.1 on a free port, so
+that its threads and CPU time are another process's; this process is the client. Each
+workload uses its own user, so that a push flood reaches one session. Only :func:`start`
+imports ``jmapws_sync.testing`` (and with it aiohttp): the workload modules name
+``ServerProcess`` for type checking only, so that the idle worker stays lean.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jmapws_sync.testing.child import ServerProcess
+
+#: Users (password "secret") and what they are for.
+USERS = {
+    "alice": "secret",  # round trips, concurrency, large answers, connect/close
+    "flood": "secret",  # the push-drain workload: push_flood goes to this user only
+    "idle": "secret",  # the 200 idle sessions
+}
+#: The account push_flood() floods: the "flood" user's.
+FLOOD_ACCOUNT = "a-flood"
+#: Big enough for a 16 MiB Core/echo (the request carries the payload too).
+MAX_SIZE_REQUEST = 64 * 1024 * 1024
+#: Large enough that the Session resource does not cap 16 threads calling at once.
+MAX_CONCURRENT_REQUESTS = 64
+MAX_CALLS_IN_REQUEST = 16
+
+
+def start() -> ServerProcess:
+    """Start the server child with the benchmark users and limits."""
+    # Imported here, not above: jmapws_sync.testing loads the whole server (aiohttp), and
+    # the idle worker (a fresh run.py) must not carry it in its resident memory.
+    from jmapws_sync.testing.child import ServerProcess
+
+    return ServerProcess(
+        users=USERS,
+        max_size_request=MAX_SIZE_REQUEST,
+        max_concurrent_requests=MAX_CONCURRENT_REQUESTS,
+        max_calls_in_request=MAX_CALLS_IN_REQUEST,
+    )
+
+
+#: The pushState of the last frame of a flood: how a client that merges knows the end.
+FLOOD_END = "flood-end"
+
+
+def flood(server: ServerProcess, n: int, account: str = FLOOD_ACCOUNT) -> None:
+    """Start ``push_flood(n, account)`` in the child (the last frame's pushState is
+    :data:`FLOOD_END`); returns at once."""
+    server.call("push_flood", n, account, wait=False, last_push_state=FLOOD_END)

@@ -1,0 +1,165 @@
+"""The rows of the "Every workload" table: (workload, figure, median, min - max, unit).
+
+One function per workload, in the order the table shows them; a figure that was not
+measured has no row (except a push client's "server busy", shown "n/a" beside its rate).
+"""
+
+from __future__ import annotations
+
+from .config import MIB, Config
+from .results import Results
+from .stats import fmt
+from .targets import NAMES
+
+Row = tuple[str, str, str, str, str]
+#: The round-trip clients, in table order; the ratios are call() against the others.
+RT_KEYS = ("lib", "wsclient", "websockets", "http", "http_new", "jmaplib")
+PUSH_KEYS = ("lib", "lib_next", "wsclient", "websockets", "jmaplib")
+#: The rows of one large-answer size: (figure, key with ``{label}`` for the size, unit).
+LARGE_FIGURES = (
+    ("`jws.decode(text)`", "large.{label}.decode_ms", "ms"),
+    ("`json.loads(text)` (floor)", "large.{label}.loads_ms", "ms"),
+    ("ratio decode / json.loads", "ratio.large.{label}.decode/loads", "x"),
+    ("whole call(): encode, send, server, recv, decode", "large.{label}.lib_ms", "ms"),
+    ("whole bare websocket-client round trip", "large.{label}.wsclient_ms", "ms"),
+    ("ratio call() / bare", "ratio.large.{label}.lib/wsclient", "x"),
+    ("peak traced memory, `jws.decode(text)`", "large.{label}.decode_peak_mib", "MiB"),
+    ("peak traced memory, `json.loads(text)`", "large.{label}.loads_peak_mib", "MiB"),
+    ("peak traced memory, whole call()", "large.{label}.lib_peak_mib", "MiB"),
+    ("peak traced memory, whole bare round trip", "large.{label}.wsclient_peak_mib", "MiB"),
+)
+
+
+def cell(res: Results, key: str, scale: float = 1.0) -> tuple[str, str]:
+    """The median and the "min - max" of ``key``, formatted; "n/a" if not measured."""
+    if not res.has(key):
+        return "n/a", ""
+    low, high = res.spread(key)
+    return fmt(res.median(key) * scale), f"{fmt(low * scale)} - {fmt(high * scale)}"
+
+
+def row(res: Results, workload: str, figure: str, key: str, unit: str) -> Row:
+    return (workload, figure, *cell(res, key), unit)
+
+
+def round_trip_rows(res: Results) -> list[Row]:
+    wl = "round trip"
+    out = [
+        row(res, wl, f"{NAMES[key]} {stat}", f"rt.{key}.{stat}", "us")
+        for key in RT_KEYS
+        for stat in ("p50", "p99")
+        if res.has(f"rt.{key}.{stat}")
+    ]
+    out += [
+        row(res, wl, f"  server CPU per call, {NAMES[key]}", f"rt.{key}.server_us", "us")
+        for key in RT_KEYS
+        if res.has(f"rt.{key}.server_us")
+    ]
+    out += [
+        row(res, wl, f"ratio p50 call() / {NAMES[base]}", f"ratio.rt.lib/{base}", "x")
+        for base in RT_KEYS[1:]
+        if res.has(f"ratio.rt.lib/{base}")
+    ]
+    return out
+
+
+def concurrency_rows(res: Results, cfg: Config) -> list[Row]:
+    wl = "concurrency"
+    out = [
+        row(res, wl, f"jmapws_sync, {n} threads, one session", f"conc.lib.{n}", "req/s")
+        for n in cfg.conc_threads
+        if res.has(f"conc.lib.{n}")
+    ]
+    out += [
+        row(res, wl, f"HTTP POST, {n} threads, a connection each", f"conc.http.{n}", "req/s")
+        for n in cfg.conc_threads
+        if res.has(f"conc.http.{n}")
+    ]
+    if res.has("ratio.conc.16/1"):
+        out.append(
+            row(res, wl, "ratio 16 threads / 1 thread (jmapws_sync)", "ratio.conc.16/1", "x")
+        )
+    return out
+
+
+def push_rows(res: Results, cfg: Config) -> list[Row]:
+    wl = "push drain"
+    names = {**NAMES, "lib": "jmapws_sync `changes()`"}
+    out: list[Row] = []
+    for key in PUSH_KEYS:
+        if not res.has(f"push.{key}.fps"):
+            continue
+        n = cfg.jmaplib_push_frames if key == "jmaplib" else cfg.push_frames
+        out.append(row(res, wl, f"{names[key]} ({n:,} frames)", f"push.{key}.fps", "frames/s"))
+        if res.has(f"push.{key}.pauses"):
+            figure = f"  reader paused at max_queue, {names[key]}"
+            out.append(row(res, wl, figure, f"push.{key}.pauses", "times"))
+        figure = f"  server process busy during {names[key]}"
+        out.append(row(res, wl, figure, f"push.{key}.server_busy", "% core"))
+    for key, label in (("lib", "changes()"), ("lib_next", "next_frame()")):
+        if res.has(f"ratio.push.{key}/wsclient"):
+            figure = f"ratio {label} / websocket-client loop"
+            out.append(row(res, wl, figure, f"ratio.push.{key}/wsclient", "x"))
+    if res.has("ratio.push.lib/websockets"):
+        figure = "ratio changes() / websockets.sync loop"
+        out.append(row(res, wl, figure, "ratio.push.lib/websockets", "x"))
+    return out
+
+
+def large_rows(res: Results, cfg: Config) -> list[Row]:
+    out: list[Row] = []
+    for size in cfg.large_sizes:
+        label = f"{size // MIB}MiB"
+        nbytes = res.extra.get(f"large.{label}.bytes")
+        if nbytes is None:
+            continue
+        wl = f"large answer {nbytes / MIB:.1f} MiB"
+        for figure, key, unit in LARGE_FIGURES:
+            out.append(row(res, wl, figure, key.format(label=label), unit))
+    return out
+
+
+def idle_rows(res: Results, cfg: Config) -> list[Row]:
+    if not res.has("idle.cpu_total_pct"):
+        return []
+    wl = "idle"
+    period = f"{cfg.idle_sessions} sessions, {fmt(cfg.idle_seconds)} s: client CPU, whole period"
+    window = f"  per {fmt(cfg.idle_seconds / cfg.idle_windows)} s window"
+    return [
+        row(res, wl, period, "idle.cpu_total_pct", "% core"),
+        row(res, wl, window, "idle.cpu_pct", "% core"),
+        row(res, wl, "resident memory per session (all-in)", "idle.rss_per_session_kib", "KiB"),
+        row(
+            res,
+            wl,
+            "resident memory per session (marginal, after the 10th)",
+            "idle.rss_marginal_kib",
+            "KiB",
+        ),
+    ]
+
+
+def connect_rows(res: Results) -> list[Row]:
+    return [
+        row(res, "connect / close", f"{label} {stat}", f"conn.{name}.{stat}", "ms")
+        for name, label in (
+            ("connect", "jmapws_sync `connect()` by discovery"),
+            ("close", "jmapws_sync `close()`"),
+            ("bare_open", "bare websocket-client handshake (no discovery)"),
+            ("bare_close", "bare websocket-client close"),
+        )
+        for stat in ("p50", "p99")
+        if res.has(f"conn.{name}.{stat}")
+    ]
+
+
+def rows(res: Results, cfg: Config) -> list[Row]:
+    """(workload, client/metric, median, min - max, unit) for every figure measured."""
+    return [
+        *round_trip_rows(res),
+        *concurrency_rows(res, cfg),
+        *push_rows(res, cfg),
+        *large_rows(res, cfg),
+        *idle_rows(res, cfg),
+        *connect_rows(res),
+    ]
