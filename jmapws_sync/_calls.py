@@ -113,8 +113,8 @@ class Calls:
                     self._release_slot()
                 self.late_answers += 1
                 return
-            self._release_slot()
-        waiter.set(answer)
+        waiter.set(answer)  # the caller first: the slot's release costs microseconds
+        self._release_slot()
 
     def give_up(self, request_id: str, *, sent: bool) -> bool:
         """The caller stops waiting; False if the answer is being set right now.

@@ -217,14 +217,32 @@ class Connection:
         self.abort()
 
     def _send_by(self, frame: bytes, deadline: float) -> None:
-        view = memoryview(frame)
+        """Write ``frame`` by ``deadline``: SO_SNDTIMEO never exceeds the time left.
+
+        The timeout is set in steps (the time left rounded down to a tenth of a second),
+        so that calls with similar deadlines need no system call to change it; a send that
+        times out early, with time left, had written nothing and is simply tried again.
+        """
+        sock = self._sock
         sent, size = 0, len(frame)
+        view: memoryview | None = None
         while sent < size:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError
-            self._set_send_timeout(left)
-            sent += self._sock.send(view[sent : sent + _SEND_CHUNK])
+            if not 0 < self._send_timeout <= left:
+                self._set_send_timeout(int(left * 10) / 10 if left >= 0.2 else left)
+            try:
+                if sent == 0 and size <= _SEND_CHUNK:
+                    sent = sock.send(frame)
+                else:
+                    if view is None:
+                        view = memoryview(frame)
+                    sent += sock.send(view[sent : sent + _SEND_CHUNK])
+            except BlockingIOError:
+                if deadline - time.monotonic() <= 0:
+                    raise
+                self._send_timeout = -1.0  # set it again from the time left
 
     def _set_send_timeout(self, seconds: float) -> None:
         if seconds != self._send_timeout:

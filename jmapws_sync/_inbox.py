@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Final
 
 from .errors import SessionClosed
-from .frames import Frame, StateChange
+from .frames import Frame, RequestError, Response, StateChange, UnknownFrame
 
 __all__ = ["DEFAULT_MAX_QUEUE", "Inbox", "Marker"]
 
@@ -63,6 +63,7 @@ class _End:
 
 
 _Item = Frame | BaseException | Marker
+_PLAIN_FRAMES: Final = frozenset({Response, RequestError, UnknownFrame})
 
 
 class Inbox:
@@ -90,6 +91,7 @@ class Inbox:
         self._unblocked = False
         self._push_state: str | None = None
         self._counted = 0  # items that count toward max_queue: all but StateChanges, markers
+        self._waiting = 0  # consumers waiting on _arrived
         #: True while the reader waits for room (see the module docstring).
         self.paused = False
 
@@ -111,7 +113,8 @@ class Inbox:
             else:
                 items.append(item)
                 self._counted += 1
-            self._arrived.notify_all()
+            if self._waiting:  # Condition.notify_all costs microseconds even with no waiter
+                self._arrived.notify_all()
             if self._max and self._counted >= self._max and not self._unblocked:
                 self._wait_for_room()
 
@@ -207,6 +210,23 @@ class Inbox:
             yield change
 
     def _take(self, timeout: float | None, *, changes_only: bool) -> Frame | None:
+        # The hot path first: a frame is waiting at the head.
+        with self._lock:
+            items = self._items
+            if items:
+                head = items[0]
+                kind = type(head)
+                if kind is StateChange:
+                    items.popleft()
+                    if head.push_state is not None:  # type: ignore[union-attr]
+                        self._push_state = head.push_state  # type: ignore[union-attr]
+                    return head  # type: ignore[return-value]
+                if kind in _PLAIN_FRAMES and not changes_only:
+                    items.popleft()
+                    self._counted -= 1
+                    if self.paused and self._counted <= self._max // 2:
+                        self._room.notify()
+                    return head  # type: ignore[return-value]
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
@@ -214,13 +234,14 @@ class Inbox:
                     item, index = self._first(changes_only)
                     if item is not None or self._end is not None:
                         break
-                    if deadline is None:
-                        self._arrived.wait()
-                        continue
-                    left = deadline - time.monotonic()
-                    if left <= 0:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
                         raise TimeoutError(f"nothing arrived within {timeout} s")
-                    self._arrived.wait(left)
+                    self._waiting += 1
+                    try:
+                        self._arrived.wait(left)
+                    finally:
+                        self._waiting -= 1
                 if item is None:
                     self._raise_end()
                     return None
