@@ -13,10 +13,21 @@ process drives it over a pipe: ``change_note`` makes Note changes, ``reset_all``
 
 In this process, one ReconnectingSession with push on serves ``--callers`` threads doing
 Core/echo calls in a loop and one consumer draining ``changes()``; a changer thread creates
-a Note every 100 ms, and every ``--reconnect-every`` seconds the server drops every
-connection, alternating a TCP reset with a Close 1012 ("service restart"). Calls that end
-in ConnectionLost or TimeoutError around a reconnect are counted, not fatal; any other
-error, or an answer that is not the caller's own, is.
+a Note every 100 ms. A second ReconnectingSession, the quiet listener, pings every 10 ms
+(hours of its 20 s default, compressed) and reads every frame with ``next_frame()``. The
+run goes through four phases, each a share of ``--duration``:
+
+* churn (40 %): every ``--reconnect-every`` seconds the server drops every connection,
+  alternating a TCP reset with a Close 1012 ("service restart");
+* quiet (20 %): no calls, no changes, no drops: nothing but keepalive;
+* slow consumer (20 %): Notes change every 10 ms while the consumer stops reading for
+  seconds at a time; the calls must go on being answered;
+* two consumers (20 %): a second thread does ``send_request()`` + ``next_frame()`` round
+  trips beside the consumer in ``changes()``.
+
+Calls that end in ConnectionLost or TimeoutError around a forced reconnect are counted,
+not fatal; a TimeoutError outside the churn phase, any other error, or an answer that is
+not the caller's own, is.
 
 Every 5 s a sample is printed: resident memory (VmRSS) of this process and of the server,
 threads (all, and those named ``jmapws-``), open file descriptors, calls answered, calls
@@ -30,7 +41,10 @@ are counted (one per reconnect is expected) and shown with ``-v``. The verdict a
   exiting) and never more threads than at the first sample plus 1;
 * push complete and in order: the last state seen equals the server's final state, and
   states never went backwards;
-* nothing left: after ``close()``, no ``jmapws-`` thread and no more fds than before.
+* nothing left: after ``close()``, no ``jmapws-`` thread and no more fds than before;
+* phases: the quiet listener raised nothing and ended on the server's last state, its
+  Pings reached the server; no call timed out and nothing reconnected outside the churn
+  phase; every round trip of the second consumer was answered.
 """
 
 from __future__ import annotations
@@ -53,7 +67,8 @@ SAMPLE_EVERY = 5.0
 CHANGE_EVERY = 0.1
 CONTROL_TIMEOUT = 15.0  # seconds the server child may take to answer one command
 MEMORY_SLACK_KIB = 4 * 1024
-MAX_LIBRARY_THREADS = 3
+MAX_LIBRARY_THREADS = 6  # two sessions: a supervisor and a reader each, old readers exiting
+PHASES = (("churn", 0.4), ("quiet", 0.2), ("slow consumer", 0.2), ("two consumers", 0.2))
 
 log = logging.getLogger("soak")
 
@@ -107,6 +122,11 @@ class Counters:
         self.changes_made = 0
         self.backwards = 0
         self.last_state: str | None = None
+        self.phase = "churn"
+        self.late_timeouts = 0  # TimeoutError outside the churn phase
+        self.round_trips = 0
+        self.quiet_state: str | None = None
+        self.quiet_errors: list[str] = []
 
     def bump(self, name: str) -> None:
         with self.cond:
@@ -116,12 +136,16 @@ class Counters:
         with self.cond:
             self.unexpected.append(what)
 
-    def seen(self, state: str | None) -> None:
+    def seen(self, state: str | None, *, ordered: bool = True) -> None:
+        """A StateChange with ``state`` was handed out; with two consumers (``ordered``
+        False) the order between their threads means nothing, and the newest is kept."""
         with self.cond:
             self.changes += 1
             if state_number(state) < state_number(self.last_state):
-                self.backwards += 1
-            self.last_state = state
+                if ordered:
+                    self.backwards += 1
+            else:
+                self.last_state = state
             self.cond.notify_all()
 
 
@@ -148,17 +172,26 @@ class LogTally(logging.Handler):
 # ----------------------------------------------------------------------------- workers
 
 
-def caller(rs: jws.ReconnectingSession, n: int, stop: threading.Event, counts: Counters) -> None:
+def caller(
+    rs: jws.ReconnectingSession,
+    n: int,
+    stop: threading.Event,
+    counts: Counters,
+    quiet: threading.Event,
+) -> None:
     b = jws.RequestBuilder()
     echo = b.call("Core/echo", {"caller": n})
     request = b.build()
     while not stop.is_set():
+        if quiet.is_set():
+            stop.wait(0.2)  # the quiet phase: no calls
+            continue
         try:
             answer = rs.call(request, timeout=5.0).get(echo.call_id)
         except jws.ConnectionLost:
             counts.bump("lost")
         except TimeoutError:
-            counts.bump("timeouts")
+            counts.bump("timeouts" if counts.phase == "churn" else "late_timeouts")
         except jws.JmapWsError as exc:
             counts.fail(f"caller {n}: {type(exc).__name__}: {exc}")
             return
@@ -170,7 +203,11 @@ def caller(rs: jws.ReconnectingSession, n: int, stop: threading.Event, counts: C
 
 
 def consumer(
-    rs: jws.ReconnectingSession, account: str, stop: threading.Event, counts: Counters
+    rs: jws.ReconnectingSession,
+    account: str,
+    stop: threading.Event,
+    counts: Counters,
+    slow: threading.Event,
 ) -> None:
     while not stop.is_set():
         try:
@@ -178,6 +215,8 @@ def consumer(
                 counts.seen(change.changed.get(account, {}).get("Note"))
                 if stop.is_set():
                     return
+                if slow.is_set():
+                    stop.wait(3.0)  # the slow consumer: nothing read for 3 s at a time
         except TimeoutError:
             continue
         except jws.SessionClosed:
@@ -187,9 +226,56 @@ def consumer(
             return
 
 
-def changer(server: ServerProcess, stop: threading.Event, counts: Counters) -> None:
+def round_tripper(
+    rs: jws.ReconnectingSession, account: str, stop: threading.Event, counts: Counters
+) -> None:
+    """The second consumer: its own requests, read back through next_frame()."""
+    request = jws.RequestBuilder().build()
+    n = 0
+    while not stop.is_set():
+        n += 1
+        try:
+            rs.send_request(request, id=f"rt{n}", timeout=5.0)
+            deadline = time.monotonic() + 5.0
+            while True:  # StateChanges may come this way too: each frame goes to one reader
+                frame = rs.next_frame(timeout=max(deadline - time.monotonic(), 0.0))
+                if isinstance(frame, jws.Response) and frame.request_id == f"rt{n}":
+                    counts.bump("round_trips")
+                    break
+                if isinstance(frame, jws.StateChange):
+                    counts.seen(frame.changed.get(account, {}).get("Note"), ordered=False)
+        except (jws.JmapWsError, TimeoutError) as exc:
+            counts.fail(f"round trip {n}: {type(exc).__name__}: {exc}")
+            return
+
+
+def quiet_listener(
+    rs: jws.ReconnectingSession, account: str, stop: threading.Event, counts: Counters
+) -> None:
+    """Reads every frame with next_frame(): a StarvationError would be raised here."""
+    while not stop.is_set():
+        try:
+            frame = rs.next_frame(timeout=1.0)
+        except TimeoutError:
+            continue
+        except jws.SessionClosed:
+            return
+        except jws.JmapWsError as exc:
+            counts.quiet_errors.append(f"{type(exc).__name__}: {exc}")
+            continue
+        if isinstance(frame, jws.StateChange):
+            with counts.cond:
+                counts.quiet_state = frame.changed.get(account, {}).get("Note")
+                counts.cond.notify_all()
+
+
+def changer(
+    server: ServerProcess, stop: threading.Event, counts: Counters, every: list[float]
+) -> None:
     serial = 0
-    while not stop.wait(CHANGE_EVERY):
+    while not stop.wait(min(every[0], 0.2)):
+        if every[0] >= 1e6:  # the quiet phase
+            continue
         serial += 1
         try:
             server.call("change_note", USER, title=f"soak {serial}")
@@ -220,46 +306,71 @@ def run(
     base_url = server.facts["base_url"]
     account = f"a-{USER}"
     baseline_fds = open_fds()
+    auth = jws.BasicAuth(USER, PASSWORD)
+    # Forced drops every few seconds: come back fast, and start the backoff afresh once a
+    # connection has lasted 2 s (the default, 60 s, would never be reached).
+    backoff = jws.Backoff(first=(0.05, 0.2), factor=2.0, ceiling=1.0, reset_after=2.0)
     rs = jws.ReconnectingSession(
-        base_url,
-        auth=jws.BasicAuth(USER, PASSWORD),
-        push=True,
-        # Forced drops every few seconds: come back fast, and start the backoff afresh
-        # once a connection has lasted 2 s (the default, 60 s, would never be reached).
-        backoff=jws.Backoff(first=(0.05, 0.2), factor=2.0, ceiling=1.0, reset_after=2.0),
-        ping_interval=5.0,
-        ping_timeout=5.0,
+        base_url, auth=auth, push=True, backoff=backoff, ping_interval=5.0, ping_timeout=5.0
+    )
+    listener = jws.ReconnectingSession(
+        base_url, auth=auth, push=True, backoff=backoff, ping_interval=0.01, ping_timeout=5.0
     )
     rs.wait_connected(timeout=15.0)
+    listener.wait_connected(timeout=15.0)
 
-    stop = threading.Event()
-    stop_changes = threading.Event()
+    stop, stop_changes = threading.Event(), threading.Event()
+    quiet, slow, stop_trips = threading.Event(), threading.Event(), threading.Event()
+    change_every = [CHANGE_EVERY]
     threads = [
-        threading.Thread(target=caller, args=(rs, i, stop, counts), name=f"soak-caller-{i}")
+        threading.Thread(target=caller, args=(rs, i, stop, counts, quiet), name=f"soak-caller-{i}")
         for i in range(callers)
     ]
-    threads.append(
-        threading.Thread(target=consumer, args=(rs, account, stop, counts), name="soak-consumer")
-    )
-    threads.append(
-        threading.Thread(target=changer, args=(server, stop_changes, counts), name="soak-changer")
+    threads += [
+        threading.Thread(target=consumer, args=(rs, account, stop, counts, slow), name="soak-cons"),
+        threading.Thread(
+            target=quiet_listener, args=(listener, account, stop, counts), name="soak-quiet"
+        ),
+        threading.Thread(
+            target=changer, args=(server, stop_changes, counts, change_every), name="soak-changer"
+        ),
+    ]
+    tripper = threading.Thread(
+        target=round_tripper, args=(rs, account, stop_trips, counts), name="soak-rt"
     )
     for t in threads:
         t.start()
 
+    ends = []
+    at = 0.0
+    for name, share in PHASES:
+        at += share * duration
+        ends.append((name, at))
+    reconnects_after_churn: int | None = None
     samples: list[Sample] = []
     breaks = 0
     start = time.monotonic()
     next_sample, next_break = start, start + reconnect_every
     print(
         f"soak: {duration:g} s, {callers} callers, a forced reconnect every"
-        f" {reconnect_every:g} s, server child pid {server.proc.pid}",
+        f" {reconnect_every:g} s in the churn phase, server child pid {server.proc.pid}",
         flush=True,
     )
     print(HEADER, flush=True)
     try:
         while True:  # bounded: ends when `duration` has passed
             now = time.monotonic()
+            phase = next((name for name, end in ends if now - start < end), ends[-1][0])
+            if phase != counts.phase:
+                counts.phase = phase
+                print(f"-- phase: {phase}", flush=True)
+                if reconnects_after_churn is None:
+                    reconnects_after_churn = rs.reconnects + listener.reconnects
+                quiet.set() if phase == "quiet" else quiet.clear()
+                slow.set() if phase == "slow consumer" else slow.clear()
+                change_every[0] = {"quiet": 1e6, "slow consumer": 0.01}.get(phase, CHANGE_EVERY)
+                if phase == "two consumers":
+                    tripper.start()
             if now >= next_sample:
                 sample: Sample = (
                     now - start,
@@ -269,7 +380,7 @@ def run(
                     library_threads(),
                     open_fds(),
                     counts.calls,
-                    counts.lost + counts.timeouts,
+                    counts.lost + counts.timeouts + counts.late_timeouts,
                     counts.changes,
                     rs.reconnects,
                 )
@@ -279,31 +390,58 @@ def run(
                 if now - start >= duration:
                     break
             if now >= next_break:
-                if breaks % 2:
-                    server.call("close_all", 1012, "soak")
-                else:
-                    server.call("reset_all")
-                breaks += 1
+                if phase == "churn":
+                    if breaks % 2:
+                        server.call("close_all", 1012, "soak")
+                    else:
+                        server.call("reset_all")
+                    breaks += 1
                 next_break += reconnect_every
-            stop.wait(max(0.0, min(next_sample, next_break) - time.monotonic()))
+            phase_end = next((start + end for _, end in ends if now - start < end), next_sample)
+            stop.wait(max(0.0, min(next_sample, next_break, phase_end) - time.monotonic()))
 
-        # Push completeness: no more changes, then the last one must arrive.
+        # Push completeness: no more changes, then the last one must arrive, at both.
+        stop_trips.set()
         stop_changes.set()
         threads[-1].join(CONTROL_TIMEOUT)
         final_state = server.call("store.state", account)
+        pings = server.call("pings_seen")
         with counts.cond:
-            counts.cond.wait_for(lambda: counts.last_state == final_state, timeout=15.0)
+            counts.cond.wait_for(
+                lambda: counts.last_state == final_state == counts.quiet_state, timeout=15.0
+            )
     finally:
         stop.set()
         stop_changes.set()
-        for t in threads:
-            t.join(15.0)
+        stop_trips.set()
+        for t in [*threads, tripper]:
+            if t.ident is not None:
+                t.join(15.0)
         rs.close()
+        listener.close()
         # Counted before the child's pipes close, so they cannot hide a leaked socket.
         leftover_threads = library_threads()
         leftover_fds = open_fds() - baseline_fds
         server.stop()
 
+    late_reconnects = rs.reconnects + listener.reconnects - (reconnects_after_churn or 0)
+    phase_checks = [
+        (
+            f"quiet listener: {pings} Pings reached the server, {len(counts.quiet_errors)}"
+            f" errors, last state {counts.quiet_state}"
+            + "".join(f"\n      {e}" for e in counts.quiet_errors[:3]),
+            not counts.quiet_errors and counts.quiet_state == final_state and pings > 0,
+        ),
+        (
+            f"outside the churn phase: {counts.late_timeouts} calls timed out,"
+            f" {late_reconnects} reconnects",
+            counts.late_timeouts == 0 and late_reconnects == 0,
+        ),
+        (
+            f"two consumers: {counts.round_trips} round trips through next_frame() answered",
+            counts.round_trips > 0,
+        ),
+    ]
     return verdict(
         samples,
         counts,
@@ -314,6 +452,7 @@ def run(
         leftover_threads=leftover_threads,
         leftover_fds=leftover_fds,
         tally=tally,
+        extra=phase_checks,
     )
 
 
@@ -328,6 +467,7 @@ def verdict(
     leftover_threads: int,
     leftover_fds: int,
     tally: LogTally,
+    extra: list[tuple[str, bool]],
 ) -> int:
     steady = [s for s in samples if s[0] >= warmup] or samples
     third = max(len(steady) // 3, 1)
@@ -365,6 +505,7 @@ def verdict(
             + "".join(f"\n      {u}" for u in counts.unexpected[:5]),
             not counts.unexpected and counts.calls > 0,
         ),
+        *extra,
     ]
     print()
     print(
