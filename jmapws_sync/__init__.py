@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from ._framing import CloseCode
+from ._version import __version__
 from .auth import Auth, BasicAuth, BearerAuth
 from .client import connect
 from .codec import decode, encode
@@ -64,8 +65,6 @@ from .policy import Backoff
 from .reconnect import ReconnectInfo, ReconnectingSession
 from .resource import Account, CoreCapability, SessionResource, WebSocketCapability
 from .session import WsSession
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ALL_TYPES",

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import socket
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -39,7 +41,7 @@ from .errors import (
 )
 from .frames import RequestError, Response, StateChange, UnknownFrame
 
-__all__ = ["BURST_WINDOW", "MAX_CONSECUTIVE_NON_TEXT", "Connection"]
+__all__ = ["BURST_WINDOW", "FORKED", "MAX_CONSECUTIVE_NON_TEXT", "Connection"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,28 @@ _TEXT, _CONT, _PING, _PONG, _BINARY = (
 #: ``on_end(error, local)``: the stream ended; ``error`` None is a clean end.
 OnEnd = Callable[[BaseException | None, bool], object]
 
+#: What a forked child is told when it uses a connection of its parent's.
+FORKED: Final = (
+    "this session was opened by the parent process; after os.fork() the child must open"
+    " its own (the socket is shared, and answers would go to either process)"
+)
+
+_LIVE: weakref.WeakSet[Connection] = weakref.WeakSet()
+# A child's copies of the parent's sockets and buffered readers are kept from garbage
+# collection: closing a buffered reader takes the lock that the parent's reader thread
+# held at the fork (it is always in a read), and the child would hang on it.
+_ORPHANED: list[object] = []
+
+
+def _after_fork_in_child() -> None:
+    """os.register_at_fork: every connection of the parent is the parent's, not ours."""
+    for conn in list(_LIVE):
+        conn._forked = True
+        _ORPHANED.append((conn._sock, conn._rfile))
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 class Connection:
     """An open WebSocket (websocket-client's object ``ws``, after the handshake).
@@ -85,7 +109,7 @@ class Connection:
         inbox: Inbox,
         calls: Calls,
         max_message_size: int,
-        close_timeout: float,
+        close_timeout: float | None,
         on_end: OnEnd,
     ) -> None:
         if ws.sock is None:
@@ -114,6 +138,8 @@ class Connection:
         self._fault: TransportError | None = None
         self._pings: collections.deque[bytes] = collections.deque(maxlen=_PINGS_REMEMBERED)
         self._pings_lock = threading.Lock()
+        self._forked = False
+        _LIVE.add(self)
         #: Why the stream ended, once it has: (error or None, local).
         self.ended: tuple[BaseException | None, bool] | None = None
         self._reader = threading.Thread(
@@ -125,11 +151,19 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        """True once the stream has ended, a send broke it, or close() was called."""
-        return self.ended is not None or self._closing or self._fault is not None
+        """True once the stream has ended, a send broke it, close() was called, or this
+        is a forked child's copy."""
+        return self.ended is not None or self._closing or self._fault is not None or self._forked
+
+    def check_forked(self) -> None:
+        """:class:`SessionClosed` in a process forked from the one that opened this."""
+        if self._forked:
+            raise SessionClosed(FORKED)
 
     def check_open(self) -> None:
         """Raise :class:`SessionClosed` (with the cause) once the session is finished."""
+        if self._forked:
+            raise SessionClosed(FORKED)
         ended = self.ended
         if ended is not None:
             raise SessionClosed(cause=ended[0])
@@ -265,10 +299,18 @@ class Connection:
 
     # ------------------------------------------------------------------ closing
 
-    def close(self, code: int, reason: str, timeout: float | None) -> None:
-        """Send Close, wait up to ``timeout`` for the server's, then drop the connection."""
-        wait = max(self.close_timeout if timeout is None else timeout, 0.0)
-        if not self._send_lock.acquire(timeout=wait):
+    def close(self, body: bytes, wait: float | None) -> None:
+        """Send a Close with ``body`` (see :func:`close_payload`), wait up to ``wait``
+        seconds (None: no limit) for the server's, then drop the connection.
+
+        In a process forked from the one that opened the connection, only mark it closed:
+        the socket, and the locks the parent's threads may have held at the fork, are the
+        parent's.
+        """
+        if self._forked:
+            self._closing = True
+            return
+        if not self._send_lock.acquire(timeout=-1 if wait is None else wait):
             # A send is stuck (the server stopped reading): drop the connection to free it.
             self._closing = True
             self.abort()
@@ -277,8 +319,11 @@ class Connection:
             first = not self._closing
             self._closing = True
             if first and self.ended is None:
+                # Even close(timeout=0) tries to get its Close out: a frame this small only
+                # waits when the server stopped reading, and then 50 ms is all it gets.
+                deadline = None if wait is None else time.monotonic() + max(wait, 0.05)
                 try:
-                    self._write(Opcode.CLOSE, close_payload(code, reason), time.monotonic() + wait)
+                    self._write(Opcode.CLOSE, body, deadline)
                 except TransportError as exc:
                     log.debug("sending Close to %s failed: %s", self.url, exc)
         finally:

@@ -32,6 +32,7 @@ __all__ = [
     "close_payload",
     "encode_frame",
     "parse_close",
+    "valid_close_code",
 ]
 
 
@@ -187,14 +188,47 @@ def encode_frame(opcode: Opcode, payload: bytes) -> bytes:
     return header + key + masked.to_bytes(n, "little")
 
 
+def valid_close_code(code: int) -> bool:
+    """Whether ``code`` may be sent in a Close frame (RFC 6455 §7.4.1-7.4.2, the IANA
+    registry): 1000-1003, 1007-1014 and the application range 3000-4999."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
 def close_payload(code: int, reason: str = "") -> bytes:
-    """The body of a Close frame: the code, then the reason in UTF-8 (RFC 6455 §5.5.1)."""
-    return struct.pack(">H", code) + reason.encode("utf-8")
+    """The body of a Close frame: the code, then the reason in UTF-8 (RFC 6455 §5.5.1).
+
+    :class:`ValueError` for a code no endpoint may send or a reason over 123 bytes (a
+    control frame's payload is at most 125).
+    """
+    if not isinstance(code, int) or isinstance(code, bool) or not valid_close_code(code):
+        raise ValueError(f"{code!r} is not a close code that may be sent (RFC 6455 §7.4)")
+    try:
+        data = reason.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("the close reason is not valid Unicode") from None
+    if len(data) > MAX_CONTROL_PAYLOAD - 2:
+        raise ValueError(f"the close reason is {len(data)} bytes of UTF-8; at most 123")
+    return struct.pack(">H", code) + data
 
 
 def parse_close(payload: bytes) -> tuple[int, str]:
-    """The code and reason of a Close frame's body; 1005 when it has no code."""
-    if len(payload) >= 2:
-        (code,) = _unpack_short(payload[:2])
-        return code, payload[2:].decode("utf-8", "replace")
-    return CloseCode.NO_STATUS, ""
+    """The code and reason of a server's Close frame; 1005 when it has no code.
+
+    A one-byte body or a code that may not be sent is a
+    :class:`~jmapws_sync.errors.WebSocketProtocolError` (1002); a reason that is not
+    UTF-8 one with 1007 (RFC 6455 §5.5.1, §7.4).
+    """
+    if not payload:
+        return CloseCode.NO_STATUS, ""
+    if len(payload) < 2:
+        raise _protocol_error("a Close frame with a one-byte body")
+    (code,) = _unpack_short(payload[:2])
+    if not valid_close_code(code):
+        raise _protocol_error(f"a Close frame with code {code}, which may not be sent")
+    try:
+        return code, payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        pass  # raised outside, so that no __context__ carries the reason along
+    raise WebSocketProtocolError(
+        "a Close frame whose reason is not UTF-8", close_code=CloseCode.INVALID_DATA
+    )

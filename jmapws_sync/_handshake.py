@@ -21,6 +21,7 @@ from ._net import (
     Cancel,
     Proxy,
     Watchdog,
+    check_headers,
     safe_url,
     shared_default_context,
     websocket_proxy_options,
@@ -53,6 +54,7 @@ def open_websocket(
     or :class:`TimeoutError` (``timeout`` covers connect and handshake together).
     """
     safe = safe_url(url)
+    check_headers(headers)
     if ssl_context is None and url.startswith("wss:"):
         ssl_context = shared_default_context()
     ws: Any = websocket.WebSocket(

@@ -11,12 +11,13 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 import socket
 import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import SplitResult, unquote, urlsplit
 
@@ -30,7 +31,10 @@ __all__ = [
     "Deadline",
     "Proxy",
     "Watchdog",
+    "check_headers",
+    "check_timeout",
     "custom_context",
+    "finalize",
     "make_ssl_context",
     "origin",
     "parse_proxy",
@@ -72,20 +76,63 @@ def origin(parts: SplitResult) -> tuple[str, str, int]:
     return scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS[scheme]
 
 
+# ---------------------------------------------------------------------------- input
+
+# RFC 9110 §5.1: a field name is a token; §5.5: a field value is visible characters, spaces
+# and tabs (and obs-text, bytes 0x80-0xFF), with no whitespace around it.
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VCHAR: Final = r"[\x21-\x7e\x80-\xff]"
+_FIELD_VALUE: Final = re.compile(rf"(?:{_VCHAR}(?:[\t\x20-\x7e\x80-\xff]*{_VCHAR})?)?")
+
+
+def check_headers(headers: Mapping[str, str]) -> None:
+    """:class:`ValueError` for a header name or value that RFC 9110 does not allow.
+
+    Checked before anything is sent, so that a token read with its trailing newline, or a
+    value with CR/LF in it, cannot end the header early or add headers of its own. The
+    message names the header, never its value (it may be a secret).
+    """
+    for name, value in headers.items():
+        if type(name) is not str or not _TOKEN.fullmatch(name):
+            raise ValueError("a header name is not an RFC 9110 token")
+        if type(value) is not str or not _FIELD_VALUE.fullmatch(value):
+            raise ValueError(
+                f"the value of the {name} header is not a valid field value (RFC 9110"
+                " §5.5: no control characters such as CR or LF, no surrounding whitespace,"
+                " Latin-1 only); it is not shown here"
+            )
+
+
+def check_timeout(timeout: float | None, name: str = "timeout") -> float | None:
+    """``timeout`` as the library uses it: None (and ``math.inf``) for no limit.
+
+    :class:`ValueError` for NaN or a negative value; :class:`TypeError` for a non-number.
+    """
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"{name} must be a number of seconds or None")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"{name} must be a non-negative number of seconds or None, not {timeout}")
+    return None if timeout == math.inf else float(timeout)
+
+
 # ---------------------------------------------------------------------------- time
 
 
 class Deadline:
     """The time left of a ``timeout`` that covers several steps.
 
-    ``timeout=None`` means no limit; so does ``math.inf``.
+    ``timeout=None`` means no limit; so does ``math.inf``. NaN or a negative value is a
+    :class:`ValueError` (:func:`check_timeout`).
     """
 
     __slots__ = ("at",)
 
     def __init__(self, timeout: float | None) -> None:
+        timeout = check_timeout(timeout)
         #: ``time.monotonic()`` when the time is up, or None for no limit.
-        self.at = None if timeout is None or timeout == math.inf else time.monotonic() + timeout
+        self.at = None if timeout is None else time.monotonic() + timeout
 
     def left(self) -> float | None:
         """Seconds left (0 or less once passed), or None for no limit."""
@@ -192,6 +239,19 @@ class Cancel:
     def unwatch(self, watchdog: Watchdog) -> None:
         with self._lock:
             self._watching.discard(watchdog)
+
+
+def finalize(close: Callable[..., object], *args: object) -> None:
+    """Run ``close(*args)`` in a thread of its own, for ``__del__``.
+
+    The collector may run a finalizer in any thread, including one that holds the very
+    lock ``close`` needs (a reader in the middle of a write): closing right there could
+    hang for ever. At interpreter shutdown no thread can start, and the process is ending.
+    """
+    try:
+        threading.Thread(target=close, args=args, name="jmapws-finalizer", daemon=True).start()
+    except RuntimeError:
+        log.debug("interpreter shutting down: not closing a collected session")
 
 
 # ---------------------------------------------------------------------------- TLS

@@ -20,10 +20,13 @@ import functools
 import hashlib
 import itertools
 import logging
+import math
+import os
 import random
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -139,6 +142,17 @@ def _fingerprint(headers: Mapping[str, str]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+_LIVE: weakref.WeakSet[Supervisor] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for supervisor in list(_LIVE):
+        supervisor.forked = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Supervisor:
     """The state of a ReconnectingSession and the thread that keeps it connected."""
 
@@ -175,6 +189,9 @@ class Supervisor:
         self._fetching = False
         self._cancel = Cancel()  # fired by close(): aborts an attempt under way
         self._pings = itertools.count(1)
+        #: Set in a process forked from the one that made this: nothing here is ours.
+        self.forked = False
+        _LIVE.add(self)
         self.thread = threading.Thread(
             target=self._run, name=f"jmapws-reconnect-{number}", daemon=True
         )
@@ -217,7 +234,14 @@ class Supervisor:
             self.cond.notify_all()
 
     def close(self, code: int, reason: str, timeout: float | None) -> None:
-        """Stop: close the current connection, end the stream, join the thread."""
+        """Stop: close the current connection, end the stream, join the thread.
+
+        In a forked child, only mark it closed: the thread and the sockets are the
+        parent's, and so may be the locks.
+        """
+        if self.forked:
+            self.closing = True
+            return
         with self.cond:
             self.closing = True
             link, opening = self.current, self._opening
@@ -226,7 +250,7 @@ class Supervisor:
         if opening is not None:
             opening.close(timeout=0)  # ... and one waiting for its push barrier
         if link is not None:
-            link.inner.close(code, reason, timeout=timeout)
+            link.inner.close(code, reason, timeout=math.inf if timeout is None else timeout)
         self.inbox.finish(local=True)
         if threading.current_thread() is not self.thread:
             self.thread.join(timeout)

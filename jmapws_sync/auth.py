@@ -55,8 +55,14 @@ class BearerAuth:
     __slots__ = ("_token",)
 
     def __init__(self, token: str | Callable[[], str]) -> None:
-        if isinstance(token, str) and not token:
-            raise ValueError("empty bearer token")
+        if isinstance(token, str):
+            if not token:
+                raise ValueError("empty bearer token")
+            if token != token.strip() or any(c in token for c in "\r\n\0"):
+                raise ValueError(
+                    "the bearer token has whitespace around it or a line break in it"
+                    " (read from a file? strip it); it is not shown here"
+                )
         self._token = token
 
     def __call__(self) -> dict[str, str]:

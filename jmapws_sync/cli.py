@@ -4,27 +4,31 @@ Subcommands: ``session``, ``call``, ``listen``, ``serve`` and ``demo``; ``--help
 Secrets never go on the command line for the client commands: the password or token comes
 from an environment variable, a file, or a prompt.
 
-Exit statuses: 0 success; 1 another jmapws_sync error; 2 usage or input error;
-3 authentication refused; 4 connection failed (transport, handshake, timeout);
-5 the server rejected the request; 130 interrupted.
+Exit statuses: 0 success; 1 another jmapws_sync error; 2 usage or input error (checked
+before anything is sent); 3 authentication refused; 4 connection failed (transport,
+handshake, timeout); 5 the server rejected the request; 6 ``serve``'s port is in use;
+130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import getpass
 import json
 import logging
+import math
 import os
 import sys
-import time
-import urllib.request
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Sequence
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
-from . import __version__
-from ._net import make_ssl_context
-from .auth import Auth, BasicAuth, BearerAuth, basic_header
+from ._demo import run_demo
+from ._net import make_ssl_context, parse_proxy
+from ._version import __version__
+from .auth import Auth, BasicAuth, BearerAuth
 from .client import connect
 from .codec import CLIENT_FRAMES, decode, encode
 from .discovery import fetch_session
@@ -38,13 +42,13 @@ from .errors import (
     SessionError,
     TransportError,
 )
-from .frames import CORE, Request, RequestBuilder, StateChange
+from .frames import Request
 from .reconnect import ReconnectInfo, ReconnectingSession
-from .session import WsSession
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_CONNECT, EXIT_REQUEST = 0, 1, 2, 3, 4, 5
+EXIT_PORT_IN_USE = 6
 EXIT_INTERRUPTED = 130
 
 _EPILOG = """\
@@ -52,7 +56,8 @@ credentials: --user NAME takes the password from $JMAP_PASSWORD (or --password-e
 --password-file FILE, or a prompt); --token-env VAR / --token-file FILE give a bearer token.
 
 exit status: 0 ok, 1 other error, 2 usage or input error, 3 authentication refused,
-4 connection failed, 5 request rejected by the server, 130 interrupted.
+4 connection failed, 5 request rejected by the server, 6 (serve) the port is in use,
+130 interrupted.
 """
 
 
@@ -61,6 +66,60 @@ class UsageError(Exception):
 
 
 # ---------------------------------------------------------------------- credentials
+
+
+def _timeout(text: str) -> float | None:
+    """``--timeout``: seconds; ``inf`` for no limit; NaN or negative is a usage error."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds (or inf), not {text!r}")
+    return None if value == math.inf else value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, not {value}")
+    return value
+
+
+def _check_url(url: str, schemes: tuple[str, ...]) -> None:
+    """The server URL, before anything is sent: scheme, host, port, no credentials."""
+    parts = urlsplit(url)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise UsageError(f"the URL must start with {' or '.join(s + '://' for s in schemes)}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise UsageError("the URL's port is not a number in 1-65535") from None
+    if port == 0:
+        raise UsageError("the URL's port is not a number in 1-65535")
+    if parts.username is not None or parts.password is not None:
+        raise UsageError("credentials do not go in the URL: use --user or --token-file")
+
+
+def _check_client(args: argparse.Namespace) -> None:
+    """Everything the client commands can check before connecting."""
+    schemes = ("http", "https", "ws", "wss") if args.command == "listen" else ("http", "https")
+    _check_url(args.url, schemes)
+    if args.user is not None and (":" in args.user or not args.user):
+        raise UsageError("--user takes a user name without ':' (RFC 7617)")
+    if args.cafile:
+        try:
+            make_ssl_context(cafile=args.cafile)
+        except (ValueError, OSError) as exc:
+            raise UsageError(f"--cafile {args.cafile}: {exc}") from None
+    if args.proxy:
+        try:
+            parse_proxy(args.proxy)
+        except ValueError as exc:
+            raise UsageError(f"--proxy: {exc}") from None
 
 
 def _read_secret_file(path: str) -> str:
@@ -151,9 +210,11 @@ def _read_request(source: str) -> Request:
         except OSError as exc:
             raise UsageError(f"cannot read {source}: {exc.strerror}") from None
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         raise UsageError(f"the request is not JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError("the request is nested too deeply") from None
     if not isinstance(obj, dict):
         raise UsageError("the request must be a JSON object with using and methodCalls")
     obj.setdefault("@type", "Request")
@@ -161,6 +222,10 @@ def _read_request(source: str) -> Request:
     if not isinstance(frame, Request):
         raise UsageError("the request must be a JMAP Request: using and methodCalls (RFC 8620)")
     return frame
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (RFC 8259)")
 
 
 def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
@@ -217,129 +282,22 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
     users = _parse_users(args.user) if args.user else {"alice": "secret"}
     server = ReferenceServer(host="127.0.0.1", port=args.port, users=users)
-    server.start()
-    print(f"reference JMAP server on {server.base_url}", file=out)
-    print(f"  session: {server.session_url}", file=out)
-    print(f"  users:   {', '.join(sorted(users))}", file=out)
-    print("press Ctrl-C to stop", file=out)
-    out.flush()
-    server.serve_forever()
-    return EXIT_OK
-
-
-# ---------------------------------------------------------------------- demo
-
-
-def _post_api(api_url: str, user: str, password: str, body: dict[str, Any]) -> dict[str, Any]:
-    """A Note/set over plain HTTP, standing for 'another client somewhere else'."""
-    request = urllib.request.Request(  # noqa: S310 - a loopback http URL we built
-        api_url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Authorization": basic_header(user, password)},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310
-        result: dict[str, Any] = json.load(reply)
-    return result
-
-
-def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
-    from .testing import NOTES, ReferenceServer  # noqa: PLC0415 - the server extra
-
-    user, password = "alice", "demo-password"
-    step_no = 0
-
-    def step(title: str, action: Callable[[], Any]) -> Any:
-        nonlocal step_no
-        step_no += 1
-        start = time.perf_counter()
-        result = action()
-        elapsed = (time.perf_counter() - start) * 1000
-        print(f"{step_no:2d}. {title:<64} {elapsed:8.1f} ms", file=out)
+    try:
+        server.start()
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(f"jmapws-sync: error: port {args.port} is in use", file=sys.stderr)
+        return EXIT_PORT_IN_USE
+    try:
+        print(f"reference JMAP server on {server.base_url}", file=out)
+        print(f"  session: {server.session_url}", file=out)
+        print(f"  users:   {', '.join(sorted(users))}", file=out)
+        print("press Ctrl-C to stop", file=out)
         out.flush()
-        return result
-
-    def note(text: str) -> None:
-        print(f"    {text}", file=out)
-
-    with ReferenceServer(users={user: password}) as server:
-        auth = BasicAuth(user, password)
-        print(f"jmapws-sync {__version__} demo: a reference server on {server.base_url}", file=out)
-        ws: WsSession = step(
-            "discover the Session resource and open the WebSocket",
-            lambda: connect(server.base_url, auth=auth, timeout=10),
-        )
-        resource = ws.session
-        if resource is None or resource.websocket is None:  # connect() guarantees both
-            raise SessionError("no Session resource after connect()")
-        account = resource.primary_account(NOTES)
-        note(f"GET {server.base_url}/.well-known/jmap -> {resource.url}")
-        note(f"websocket {resource.websocket.url}, account {account}")
-
-        builder = RequestBuilder(using=[CORE])
-        echo = builder.call("Core/echo", {"hello": "world"})
-        reply = step("call Core/echo and wait for the answer", lambda: ws.call(builder.build()))
-        note(f"answer: {json.dumps(reply.get(echo.call_id))}")
-
-        def enable() -> None:
-            ws.enable_push()
-            ws.call(builder.build())  # a round trip: the server has enabled push
-
-        step("enable push (WebSocketPushEnable) and confirm with a round trip", enable)
-        change_body = {
-            "using": [CORE, NOTES],
-            "methodCalls": [
-                ["Note/set", {"accountId": account, "create": {"n": {"title": "hi"}}}, "0"]
-            ],
-        }
-
-        def change_and_wait() -> StateChange:
-            _post_api(server.api_url, user, password, change_body)
-            return next(ws.changes(timeout=10))
-
-        change = step(
-            "another client creates a Note over HTTP; a StateChange arrives", change_and_wait
-        )
-        note(f"changed {json.dumps(change.changed)}, pushState {change.push_state}")
-        resume_from = ws.push_state
-
-        def drop() -> str:
-            server.reset_all()
-            try:
-                ws.next_frame(timeout=10)
-            except TransportError as exc:
-                return type(exc).__name__
-            return "no error"
-
-        outcome = step("the connection drops (the server resets TCP)", drop)
-        note(f"next_frame() raised {outcome}; the session is finished")
-        ws.close()
-
-        for title in ("written while we were away", "and another"):
-            _post_api(
-                server.api_url,
-                user,
-                password,
-                {
-                    "using": [CORE, NOTES],
-                    "methodCalls": [
-                        ["Note/set", {"accountId": account, "create": {"n": {"title": title}}}, "0"]
-                    ],
-                },
-            )
-        note("meanwhile two more Notes are created over HTTP")
-
-        def resume() -> StateChange:
-            again = connect(server.base_url, auth=auth, timeout=10)
-            try:
-                again.enable_push(push_state=resume_from)
-                return next(again.changes(timeout=10))
-            finally:
-                again.close()
-
-        replay = step(f"reconnect and resume push from pushState {resume_from}", resume)
-        note(f"replayed {json.dumps(replay.changed)}, pushState {replay.push_state}")
-    print("done: discovery, call, push, a dropped connection and a resume.", file=out)
+        threading.Event().wait()  # until Ctrl-C
+    finally:
+        server.stop()
     return EXIT_OK
 
 
@@ -358,7 +316,9 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--password-file", metavar="FILE", help="file holding the password")
     parser.add_argument("--token-env", metavar="VAR", help="environment variable with a token")
     parser.add_argument("--token-file", metavar="FILE", help="file holding a bearer token")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds (default: 30)")
+    parser.add_argument(
+        "--timeout", type=_timeout, default=30.0, help="seconds, or inf (default: 30)"
+    )
     parser.add_argument("--cafile", help="CA bundle to verify the server's certificate")
     parser.add_argument("--proxy", help="HTTP proxy URL ('' for none; default: environment)")
     parser.add_argument(
@@ -408,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_listen)
 
     p = add("serve", "run the reference JMAP server in the foreground (for local testing)")
-    p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default: 8080)")
+    p.add_argument("--port", type=_port, default=8080, help="port on 127.0.0.1 (default: 8080)")
     p.add_argument(
         "--user",
         action="append",
@@ -418,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_serve)
 
     p = add("demo", "start a reference server in-process and walk through the library")
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=lambda args, out: run_demo(out))
     return parser
 
 
@@ -437,22 +397,30 @@ def _exit_status(exc: BaseException) -> int:
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     """Run the command; return its exit status (``sys.exit(main())`` in the script)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "call" and args.file == "-" and len(extra) == 1:
+        args.file = extra[0]  # `call URL --user alice FILE`, as `call URL FILE --user alice`
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     stream = out if out is not None else sys.stdout
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.command in ("session", "call", "listen"):
+            _check_client(args)
         status: int = args.func(args, stream)
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED if args.command not in ("listen", "serve") else EXIT_OK
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader of our output went away (`... | head`): stop quietly, and keep the
         # interpreter from complaining again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    except UsageError as exc:
+    except (UsageError, ValueError) as exc:  # the library's ValueErrors: bad input, not a bug
+        if args.debug and not isinstance(exc, UsageError):
+            raise
         print(f"jmapws-sync: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (JmapWsError, TimeoutError) as exc:

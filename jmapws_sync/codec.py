@@ -11,6 +11,7 @@ or a known one whose body does not fit, becomes an :class:`~jmapws_sync.frames.U
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -250,7 +251,15 @@ def _default(value: Any) -> Any:
 _dumps = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_default
 ).encode
-_loads = json.loads
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# RFC 8259 has no NaN or Infinity: json.loads accepts them unless told otherwise. (The C
+# scanner calls parse_constant only when it meets one, so this costs nothing otherwise.)
+_loads = functools.partial(json.loads, parse_constant=_no_constant)
 
 
 def _body(frame: Encodable, id: str | int | None) -> tuple[str, dict[str, Any]]:  # noqa: A002
@@ -304,8 +313,9 @@ def decode(text: str, *, accept: Mapping[str, type] = SERVER_FRAMES) -> Decoded:
         obj = _loads(text)
     except json.JSONDecodeError as exc:
         raise ParseError(f"text message is not JSON ({exc.msg})") from None
-    except ValueError:  # e.g. an integer beyond int's digit limit (CVE-2020-10735)
-        raise ParseError("text message is not acceptable JSON (a number too long)") from None
+    except ValueError as exc:  # NaN/Infinity, or an integer beyond int's digit limit
+        reason = str(exc) if str(exc).endswith("is not JSON") else "a number too long"
+        raise ParseError(f"text message is not acceptable JSON ({reason})") from None
     except RecursionError:
         raise ParseError("text message is nested too deeply") from None
     if type(obj) is not dict:

@@ -47,6 +47,8 @@ from ._net import (
     Deadline,
     Proxy,
     Watchdog,
+    check_headers,
+    check_timeout,
     custom_context,
     make_ssl_context,
     origin,
@@ -255,8 +257,9 @@ def fetch_session(
     context = custom_context(
         ssl_context=ssl_context, cafile=cafile, certfile=certfile, keyfile=keyfile
     )
-    deadline = Deadline(timeout)
+    deadline = Deadline(check_timeout(timeout))
     credentials = dict(auth()) if auth is not None else {}
+    check_headers(credentials)
     first_origin = origin(urlsplit(current))
     seen = {current}
     while True:

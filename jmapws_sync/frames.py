@@ -272,6 +272,7 @@ class RequestBuilder:
         self._using = list(_tuple_of_str(using))
         self._calls: list[Invocation] = []
         self._ids = itertools.count()
+        self._taken: set[str] = set()
 
     def use(self, *capabilities: str) -> RequestBuilder:
         """Add capabilities to ``using`` (duplicates are ignored)."""
@@ -283,8 +284,21 @@ class RequestBuilder:
     def call(
         self, name: str, arguments: Mapping[str, Any] | None = None, *, call_id: str | None = None
     ) -> _CallHandle:
-        """Append a method call and return a handle for back-references to it."""
-        cid = call_id if call_id is not None else f"c{next(self._ids)}"
+        """Append a method call and return a handle for back-references to it.
+
+        ``call_id`` names the call; the automatic ones (``c0``, ``c1``...) never repeat
+        one given here, and a ``call_id`` already used in this request is a
+        :class:`ValueError` (RFC 8620 §3.2: the responses are matched by it).
+        """
+        if call_id is not None:
+            if call_id in self._taken:
+                raise ValueError(f"call id {call_id!r} is already used in this request")
+            cid = call_id
+        else:
+            cid = f"c{next(self._ids)}"
+            while cid in self._taken:
+                cid = f"c{next(self._ids)}"
+        self._taken.add(cid)
         args: dict[str, Any] = {}
         for key, value in (arguments or {}).items():
             if isinstance(value, ResultReference):

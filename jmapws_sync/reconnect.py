@@ -83,13 +83,17 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import random
 import ssl
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
+from ._connection import FORKED
+from ._framing import close_payload
 from ._inbox import DEFAULT_MAX_QUEUE
-from ._net import Deadline, safe_url
+from ._net import Deadline, check_timeout, finalize, safe_url
 from ._supervisor import Link, ReconnectInfo, Settings, Supervisor
 from .auth import Auth
 from .errors import (
@@ -177,10 +181,13 @@ class ReconnectingSession:
         scheme = urlsplit(url).scheme
         if scheme not in ("http", "https", "ws", "wss"):
             raise ValueError(f"not an http(s) or ws(s) URL: {safe_url(url)}")
-        if ping_interval is not None and (ping_interval <= 0 or ping_timeout <= 0):
+        ping_interval = check_timeout(ping_interval, "ping_interval")  # inf: no keepalive
+        ping_timeout = check_timeout(ping_timeout, "ping_timeout") or math.inf
+        if ping_interval == 0 or ping_timeout == 0:
             raise ValueError("ping_interval and ping_timeout must be positive")
+        connect_timeout = check_timeout(connect_timeout, "connect_timeout")
         self._safe = safe_url(url)
-        self._close_timeout = close_timeout
+        self._close_timeout = check_timeout(close_timeout, "close_timeout")
         self._initial_push_state = push_state
         settings = Settings(
             url=url,
@@ -195,7 +202,7 @@ class ReconnectingSession:
                 "headers": headers,
                 "max_message_size": max_message_size,
                 "max_concurrent_requests": max_concurrent_requests,
-                "close_timeout": close_timeout,
+                "close_timeout": math.inf if self._close_timeout is None else close_timeout,
             },
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
@@ -223,7 +230,12 @@ class ReconnectingSession:
         """:attr:`session`, once the refresh that a Response's new ``sessionState`` asked
         for is done (at once when none is pending). :class:`TimeoutError` after
         ``timeout``."""
+        self._check_forked()
         return self._sup.fresh_session(Deadline(timeout).at)
+
+    def _check_forked(self) -> None:
+        if self._sup.forked:
+            raise SessionClosed(FORKED)
 
     @property
     def push_state(self) -> str | None:
@@ -261,6 +273,7 @@ class ReconnectingSession:
         Raises :class:`TimeoutError`, the fatal error that ended the session, or
         :class:`~jmapws_sync.SessionClosed` after :meth:`close`.
         """
+        self._check_forked()
         self._sup.wait_connected(Deadline(timeout).at)
 
     # ------------------------------------------------------------------ sending
@@ -274,6 +287,7 @@ class ReconnectingSession:
         <jmapws_sync.WsSession.call>` raises (:class:`TimeoutError`,
         :class:`~jmapws_sync.RequestFailed`...).
         """
+        self._check_forked()
         deadline = Deadline(timeout)
         link = self._sup.wait_connected(deadline.at)
         try:
@@ -309,6 +323,7 @@ class ReconnectingSession:
         self._send(lambda inner: inner.send_text(text), timeout)
 
     def _send(self, send: Callable[[WsSession], None], timeout: float | None) -> None:
+        self._check_forked()
         deadline = Deadline(timeout)
         while True:
             link = self._sup.wait_connected(deadline.at)
@@ -336,6 +351,7 @@ class ReconnectingSession:
         :class:`~jmapws_sync.PushUnavailable` when the Session resource says the server
         has no push. A connection that breaks while this is sent gets it on the next one.
         """
+        self._check_forked()
         types = _types_option(data_types)
         session = self._sup.session
         ws_cap = session.websocket if session is not None else None
@@ -353,6 +369,7 @@ class ReconnectingSession:
 
     def disable_push(self) -> None:
         """Stop push now (if connected) and on every later connection."""
+        self._check_forked()
         sup = self._sup
         with sup.cond:
             sup.push = False
@@ -381,7 +398,8 @@ class ReconnectingSession:
         :class:`~jmapws_sync.SessionClosed`; :class:`~jmapws_sync.SessionClosed` after
         :meth:`close` (once the frames received before have been returned).
         """
-        frame = self._sup.inbox.get(timeout)
+        self._check_forked()
+        frame = self._sup.inbox.get(check_timeout(timeout))
         assert frame is not None  # the stream never ends cleanly: it is closed or fails
         if type(frame) is Response:
             self._check_session_state(frame)
@@ -394,7 +412,8 @@ class ReconnectingSession:
         frames met meanwhile stay, in order, for the next :meth:`next_frame` calls. Ends
         only by an exception, as :meth:`next_frame` raises them.
         """
-        return self._sup.inbox.changes(timeout)
+        self._check_forked()
+        return self._sup.inbox.changes(check_timeout(timeout))
 
     # ------------------------------------------------------------------ Session resource
 
@@ -413,13 +432,27 @@ class ReconnectingSession:
         Frames received before stay readable; :meth:`next_frame` then raises
         :class:`~jmapws_sync.SessionClosed`.
         """
-        self._sup.close(code, reason, self._close_timeout if timeout is None else timeout)
+        if code != 1000 and not 3000 <= code <= 4999:
+            raise ValueError(f"close() takes 1000 or a code in 3000-4999, not {code!r}")
+        close_payload(code, reason)  # ValueError for a reason over 123 bytes, before anything
+        wait = self._close_timeout if timeout is None else check_timeout(timeout)
+        self._sup.close(code, reason, wait)
 
     def __enter__(self) -> ReconnectingSession:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def __del__(self) -> None:
+        # Collected without close(): stop reconnecting, with a ResourceWarning (the
+        # supervisor thread refers to the Supervisor only, not to this object).
+        sup = getattr(self, "_sup", None)
+        if sup is None or sup.closing or sup.forked:
+            return
+        text = f"unclosed <ReconnectingSession {self._safe}>"
+        warnings.warn(text, ResourceWarning, stacklevel=1, source=self)
+        finalize(sup.close, 1000, "", 0.0)
 
     def __repr__(self) -> str:
         sup = self._sup

@@ -24,17 +24,19 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import ssl
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 from ._calls import Calls
 from ._connection import MAX_CONSECUTIVE_NON_TEXT, Connection, OnEnd
-from ._framing import Opcode
+from ._framing import MAX_CONTROL_PAYLOAD, CloseCode, Opcode, close_payload
 from ._handshake import open_websocket
 from ._inbox import DEFAULT_MAX_QUEUE, Inbox
-from ._net import Cancel, Deadline, resolve_proxy, safe_url
+from ._net import Cancel, Deadline, check_timeout, finalize, resolve_proxy, safe_url
 from .auth import Auth
 from .codec import encode_bytes
 from .errors import PushUnavailable, RequestFailed
@@ -64,6 +66,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
 
 _session_numbers = itertools.count(1)
+_RESERVED_ID: Final = re.compile(r"jws\d+\.")
 
 
 def push_types(
@@ -128,7 +131,7 @@ class WsSession:
             inbox=self._inbox,
             calls=self._calls,
             max_message_size=max_message_size,
-            close_timeout=close_timeout,
+            close_timeout=check_timeout(close_timeout, "close_timeout"),
             on_end=on_end,
         )
 
@@ -180,10 +183,11 @@ class WsSession:
         """
         if urlsplit(url).scheme not in ("ws", "wss"):
             raise ValueError(f"not a WebSocket URL: {safe_url(url)}")
+        check_timeout(close_timeout, "close_timeout")
         ws = open_websocket(
             url,
             headers={**(headers or {}), **(auth() if auth else {})},
-            timeout=timeout,
+            timeout=check_timeout(timeout),
             ssl_context=ssl_context,
             proxy=resolve_proxy(url, proxy),
             require_subprotocol=require_subprotocol,
@@ -217,10 +221,12 @@ class WsSession:
     def send_request(self, request: Request, id: str | int | None = None) -> None:  # noqa: A002
         """Send ``request`` as a ``Request`` frame; the server echoes ``id`` as ``requestId``.
 
-        The answer arrives through :meth:`next_frame`. Ids starting with ``"jws"`` followed
-        by digits and a dot are reserved for :meth:`call`. Raises :class:`ValueError` for a
-        request that cannot be encoded.
+        The answer arrives through :meth:`next_frame`. Ids of the form ``jws<digits>.``...
+        are reserved for :meth:`call` (its answers never reach :meth:`next_frame`), and
+        one is a :class:`ValueError`, as is a request that cannot be encoded.
         """
+        if type(id) is str and _RESERVED_ID.match(id):
+            raise ValueError("ids of the form 'jws<digits>.…' are reserved for call()")
         self._conn.send(Opcode.TEXT, encode_bytes(request, id))
 
     def enable_push(
@@ -259,9 +265,12 @@ class WsSession:
     def ping(self, payload: bytes = b"") -> None:
         """Send a WebSocket Ping; the reader updates :attr:`last_activity` on the Pong.
 
-        The Pong that answers it never counts toward :class:`StarvationError`.
+        The Pong that answers it never counts toward :class:`StarvationError`. A payload
+        over 125 bytes (RFC 6455 §5.5) is a :class:`ValueError`, before anything is sent.
         """
-        self._conn.ping(payload)
+        if len(payload) > MAX_CONTROL_PAYLOAD:
+            raise ValueError(f"a Ping payload is at most {MAX_CONTROL_PAYLOAD} bytes")
+        self._conn.ping(bytes(payload))
 
     # ------------------------------------------------------------------ call()
 
@@ -282,7 +291,7 @@ class WsSession:
         and counted in :attr:`late_answers`), and the error that ended the connection
         (or :class:`SessionClosed`) when the session ends while waiting.
         """
-        deadline = Deadline(timeout)
+        deadline = Deadline(check_timeout(timeout))
         calls = self._calls
         request_id = calls.new_id()
         data = encode_bytes(request, request_id)
@@ -320,7 +329,8 @@ class WsSession:
         the error that ended the stream once (:class:`TransportError` and its kinds,
         :class:`AuthenticationError` for close 1008), then :class:`SessionClosed`.
         """
-        return self._inbox.get(timeout)
+        self._conn.check_forked()
+        return self._inbox.get(check_timeout(timeout))
 
     def changes(self, timeout: float | None = None) -> Iterator[StateChange]:
         """Iterate over StateChange frames as they arrive.
@@ -330,7 +340,8 @@ class WsSession:
         dropped: they stay, in order, for the next :meth:`next_frame` calls. Errors are
         raised as :meth:`next_frame` raises them.
         """
-        return self._inbox.changes(timeout)
+        self._conn.check_forked()
+        return self._inbox.changes(check_timeout(timeout))
 
     # ------------------------------------------------------------------ state
 
@@ -388,8 +399,16 @@ class WsSession:
         ``close_timeout`` given to :meth:`open`; 0 drops the connection at once) for the
         server's Close reply, then drops the connection. Frames that arrived before are
         still returned by :meth:`next_frame`, which raises :class:`SessionClosed` after.
+
+        ``code`` is 1000 or an application code, 3000-4999 (RFC 6455 §7.4.2), ``reason``
+        at most 123 bytes of UTF-8: anything else is a :class:`ValueError`, raised before
+        anything is sent, with the session still usable.
         """
-        self._conn.close(code, reason, timeout)
+        if code != 1000 and not 3000 <= code <= 4999:
+            raise ValueError(f"close() takes 1000 or a code in 3000-4999, not {code!r}")
+        body = close_payload(code, reason)
+        conn = self._conn
+        conn.close(body, conn.close_timeout if timeout is None else check_timeout(timeout))
 
     def __enter__(self) -> WsSession:
         return self
@@ -400,3 +419,12 @@ class WsSession:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<WsSession {self._url} {state}>"
+
+    def __del__(self) -> None:
+        # As sockets and files do: a session nobody closed is closed when it is collected
+        # (its reader thread refers to the Connection only), with a ResourceWarning.
+        conn = getattr(self, "_conn", None)
+        if conn is None or conn.closed:
+            return
+        warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=1, source=self)
+        finalize(conn.close, close_payload(CloseCode.GOING_AWAY), 0.0)

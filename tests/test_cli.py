@@ -137,7 +137,7 @@ def test_missing_password_without_a_terminal_exits_2(
 
 
 def test_listen_prints_changes_and_survives_a_server_restart() -> None:
-    """`listen` prints StateChange lines, reconnects after a restart, resumes, exits 0 on ^C."""
+    """`listen` prints StateChange lines, reconnects after a restart, resumes, exits 130 on ^C."""
     first = ReferenceServer(users=USERS).start()
     proc = subprocess.Popen(
         [sys.executable, "-m", "jmapws_sync", "listen", first.base_url, "--user", "alice"],
@@ -173,7 +173,7 @@ def test_listen_prints_changes_and_survives_a_server_restart() -> None:
             if change["changed"]["a-alice"]["Note"] == expected:
                 break
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=10) == 130  # interrupted, as README says
         assert "reconnected" in proc.stderr.read()
     finally:
         if proc.poll() is None:
@@ -201,7 +201,7 @@ def test_usage_error_exits_2() -> None:
 
 
 def test_serve_runs_in_the_foreground_until_interrupted() -> None:
-    """`python -m jmapws_sync serve` serves users from --user and stops on Ctrl-C (status 0)."""
+    """`python -m jmapws_sync serve` serves users from --user and stops on Ctrl-C (status 130)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "jmapws_sync", "serve", "--port", "0", "--user", "bob:pw-bob"],
         stdout=subprocess.PIPE,
@@ -216,7 +216,7 @@ def test_serve_runs_in_the_foreground_until_interrupted() -> None:
         resource = jws.fetch_session(base_url, auth=jws.BasicAuth("bob", "pw-bob"), timeout=5)
         assert resource.username == "bob"
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=10) == 130  # interrupted, as README says
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -263,3 +263,83 @@ def test_output_into_a_closed_pipe_is_quiet(server: ReferenceServer, tmp_path: P
     os.close(write_end)
     assert done.returncode == 0
     assert "Traceback" not in done.stderr
+
+
+# -- usage errors: one line, status 2, nothing sent (issue 14) ------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["session", "127.0.0.1:8080"],
+        ["session", "ftp://127.0.0.1/"],
+        ["session", "http://127.0.0.1:99999"],
+        ["session", "http://user:pw@127.0.0.1:8080"],
+        ["call", "ws://127.0.0.1:8080/jmap/ws"],
+        ["session", "http://127.0.0.1:8080", "--user", "al:ice"],
+        ["session", "http://127.0.0.1:8080", "--cafile", "/no/such/ca.pem"],
+        ["session", "http://127.0.0.1:8080", "--proxy", "socks5://127.0.0.1:1080"],
+        ["session", "http://127.0.0.1:8080", "--timeout", "nan"],
+        ["session", "http://127.0.0.1:8080", "--timeout", "-1"],
+        ["session", "http://127.0.0.1:8080", "--timeout", "soon"],
+        ["serve", "--port", "70000"],
+    ],
+    ids=lambda argv: " ".join(argv[1:]) or argv[0],
+)
+def test_usage_errors_are_one_line_and_status_2(argv: list[str]) -> None:
+    """Bad URLs and options: status 2 and one line on stderr, no traceback, no connection."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "jmapws_sync", *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "JMAP_PASSWORD": "pw"},
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr
+    assert len([line for line in lines if "error" in line]) == 1, lines
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"using": [], "methodCalls": [["Core/echo", {"x": NaN}, "c0"]]}', "[" * 100_000],
+    ids=["nan", "too-deep"],
+)
+def test_bad_request_json_is_refused_before_connecting(
+    body: str, server: ReferenceServer, tmp_path: Path, alice_env: list[str]
+) -> None:
+    """NaN or nesting too deep in the request file: status 2, and the server saw nothing."""
+    request = tmp_path / "request.json"
+    request.write_text(body)
+    status, _ = run(["call", server.base_url, str(request), *alice_env])
+    assert status == 2
+    assert server.requests_seen() == 0
+    assert server.connection_count() == 0
+
+
+def test_options_may_come_before_the_request_file(
+    server: ReferenceServer, tmp_path: Path, alice_env: list[str]
+) -> None:
+    """`call URL --user alice FILE` works like `call URL FILE --user alice`."""
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(ECHO))
+    status, out = run(["call", server.base_url, *alice_env, str(request)])
+    assert status == 0
+    assert json.loads(out)["methodResponses"] == [["Core/echo", {"x": 1}, "c0"]]
+
+
+def test_serve_on_a_port_in_use_exits_6() -> None:
+    """`serve` on a busy port: one line and status 6 (documented), not a traceback."""
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "jmapws_sync", "serve", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert proc.returncode == 6
+    assert proc.stderr.strip() == f"jmapws-sync: error: port {port} is in use"

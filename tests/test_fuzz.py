@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import socket
 import threading
@@ -27,6 +28,8 @@ from hypothesis import strategies as st
 
 import jmapws_sync as jws
 from jmapws_sync import codec
+from jmapws_sync._framing import parse_close, valid_close_code
+from jmapws_sync._net import check_headers, check_timeout
 
 from .support.rawws import Peer, RawServer, echo_requests
 from .support.strategies import (
@@ -312,3 +315,59 @@ def test_frame_reader_survives_an_integer_too_long_to_convert() -> None:
             with pytest.raises(jws.ParseError):
                 ws.next_frame(timeout=5)
             assert isinstance(ws.next_frame(timeout=5), jws.UnknownFrame)
+
+
+# -- values at the boundaries: header values, close frames, timeouts (issue 14) -------------
+
+
+@SETTINGS
+@given(st.text(max_size=30), st.text(max_size=30))
+def test_a_header_is_accepted_only_if_it_cannot_break_the_request_head(
+    name: str, value: str
+) -> None:
+    """check_headers accepts a header only without CR, LF, NUL or non-Latin-1; else a
+    ValueError that never shows the value."""
+    RUNS["headers"] += 1
+    message = ""
+    try:
+        check_headers({name: value})
+    except ValueError as exc:
+        message = str(exc)
+    if message:
+        assert len(value) <= 3 or value not in message
+        return
+    line = f"{name}: {value}".encode("latin-1")
+    assert not set(line) & {0x0, 0xA, 0xD}
+    assert name
+    assert ":" not in name
+    assert " " not in name
+
+
+@SETTINGS
+@given(st.binary(max_size=125))
+def test_any_close_body_is_read_or_refused_with_its_close_code(payload: bytes) -> None:
+    """parse_close gives a sendable code and a UTF-8 reason, or a 1002/1007 framing error."""
+    RUNS["close-bodies"] += 1
+    refused: int | None = None
+    try:
+        code, reason = parse_close(payload)
+    except jws.WebSocketProtocolError as exc:
+        refused = exc.close_code
+    if refused is not None:
+        assert refused in (1002, 1007)
+        return
+    assert code == 1005 or valid_close_code(code)
+    assert isinstance(reason, str)
+
+
+@SETTINGS
+@given(st.floats() | st.integers(-(10**6), 10**6) | st.none())
+def test_any_timeout_is_no_limit_a_number_or_a_value_error(timeout: float | None) -> None:
+    """None and inf: no limit; NaN and negatives: ValueError; the rest: that many seconds."""
+    RUNS["timeouts"] += 1
+    if timeout is not None and (math.isnan(timeout) or timeout < 0):
+        with pytest.raises(ValueError, match="timeout"):
+            check_timeout(timeout)
+        return
+    result = check_timeout(timeout)
+    assert result == (None if timeout is None or timeout == math.inf else timeout)
