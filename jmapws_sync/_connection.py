@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ._calls import Calls
+from ._deflate import MIN_SIZE, Deflater, Inflater, Params
 from ._framing import CloseCode, FrameReader, Opcode, close_payload, encode_frame, parse_close
 from ._inbox import Inbox
 from .codec import decode
@@ -111,6 +112,7 @@ class Connection:
         max_message_size: int,
         close_timeout: float | None,
         on_end: OnEnd,
+        deflate: Params | None = None,
     ) -> None:
         if ws.sock is None:
             raise ValueError("the WebSocket is not connected")
@@ -123,7 +125,14 @@ class Connection:
         self.calls = calls
         self.close_timeout = close_timeout
         self._on_end = on_end
-        self._frames = FrameReader(self._read_exact, max_message_size=max_message_size)
+        #: What permessage-deflate the server agreed to, or None (RFC 7692).
+        self.deflate = deflate
+        self._deflater = Deflater(deflate) if deflate is not None else None
+        self._frames = FrameReader(
+            self._read_exact,
+            max_message_size=max_message_size,
+            inflater=Inflater(deflate) if deflate is not None else None,
+        )
         #: The code and reason of the Close frame the server sent, once it sent one.
         self.close_code: int | None = None
         self.close_reason = ""
@@ -220,7 +229,11 @@ class Connection:
         (KeyboardInterrupt) half-way leaves a partial frame behind: the connection is
         dropped, so that nothing later is taken as the rest of that frame.
         """
-        frame = encode_frame(opcode, payload)
+        deflater = self._deflater
+        if deflater is not None and opcode <= Opcode.BINARY and len(payload) >= MIN_SIZE:
+            frame = encode_frame(opcode, deflater.compress(payload), compressed=True)
+        else:
+            frame = encode_frame(opcode, payload)
         try:
             if deadline is None:
                 self._set_send_timeout(0.0)

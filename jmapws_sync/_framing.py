@@ -21,6 +21,7 @@ import struct
 from collections.abc import Callable
 from typing import Final
 
+from ._deflate import Inflater
 from .errors import MessageTooLarge, WebSocketProtocolError
 
 __all__ = [
@@ -96,27 +97,45 @@ class FrameReader:
     Not thread-safe: one reader thread owns it.
     """
 
-    __slots__ = ("_fragments", "_fragments_opcode", "_fragments_size", "_limit", "_read")
+    __slots__ = (
+        "_compressed",
+        "_fragments",
+        "_fragments_opcode",
+        "_fragments_size",
+        "_inflater",
+        "_limit",
+        "_read",
+    )
 
-    def __init__(self, read_exact: Callable[[int], bytes], *, max_message_size: int) -> None:
+    def __init__(
+        self,
+        read_exact: Callable[[int], bytes],
+        *,
+        max_message_size: int,
+        inflater: Inflater | None = None,
+    ) -> None:
         self._read = read_exact
         self._limit = max_message_size
+        self._inflater = inflater  # permessage-deflate was negotiated (RFC 7692)
         self._fragments: list[bytes] | None = None
         self._fragments_opcode = _TEXT
         self._fragments_size = 0
+        self._compressed = False
 
     def read(self) -> Event:
         """Read one frame; return what it amounts to (see :data:`Event`)."""
         read = self._read
         first, second = read(2)
         length = second & 0x7F
-        if first & 0x70:
-            raise _protocol_error("frame with reserved bits set")
-        if second & 0x80:  # RFC 6455 §5.1: a server never masks
-            raise _protocol_error("masked frame from the server")
         opcode = _OPCODES.get(first & 0x0F)
         if opcode is None:
             raise _protocol_error(f"unknown opcode {first & 0x0F}")
+        rsv = first & 0x70
+        # RFC 7692 §6.1: RSV1 marks a compressed message, on its first frame only.
+        if rsv and (rsv != 0x40 or self._inflater is None or opcode is _CONT or opcode >= 8):
+            raise _protocol_error("frame with reserved bits set")
+        if second & 0x80:  # RFC 6455 §5.1: a server never masks
+            raise _protocol_error("masked frame from the server")
         if length == 126:
             (length,) = _unpack_short(read(2))
         elif length == 127:
@@ -137,7 +156,9 @@ class FrameReader:
                 raise MessageTooLarge(size, self._limit)
             self._fragments_size = size
             data = read(length) if length else b""
-            if length:
+            if self._compressed:
+                fragments.append(self._inflate(data, fin))
+            elif length:
                 fragments.append(data)
             if not fin:
                 return _CONT, data
@@ -149,12 +170,14 @@ class FrameReader:
                 raise _protocol_error("new message inside a fragmented one")
             if length > self._limit:
                 raise MessageTooLarge(length, self._limit)
-            message = read(length) if length else b""
+            data = read(length) if length else b""
+            self._compressed = bool(rsv)
+            message = self._inflate(data, fin) if rsv else data
             if not fin:
                 self._fragments = [message]
                 self._fragments_opcode = opcode
                 self._fragments_size = length
-                return _CONT, message
+                return _CONT, data
 
         if opcode is _BINARY:
             return _BINARY, message
@@ -166,20 +189,27 @@ class FrameReader:
             "text message is not valid UTF-8", close_code=CloseCode.INVALID_DATA
         )
 
+    def _inflate(self, data: bytes, fin: int) -> bytes:
+        inflater = self._inflater
+        assert inflater is not None  # read() accepts RSV1 only when there is one
+        return inflater.feed(data, self._limit, bool(fin))
 
-def encode_frame(opcode: Opcode, payload: bytes) -> bytes:
-    """One final, masked client frame (RFC 6455 §5.2; §5.3: a client always masks).
+
+def encode_frame(opcode: Opcode, payload: bytes, *, compressed: bool = False) -> bytes:
+    """One final, masked client frame (RFC 6455 §5.2; §5.3: a client always masks);
+    ``compressed`` sets RSV1 (RFC 7692 §6: a permessage-deflate payload).
 
     websocket-client's ABNF does the same through several layers of Python (~5 us more
     per small message); here the XOR runs on two big integers, in C.
     """
     n = len(payload)
+    head = (0xC0 if compressed else 0x80) | opcode
     if n < 126:
-        header = bytes((0x80 | opcode, 0x80 | n))
+        header = bytes((head, 0x80 | n))
     elif n < 65536:
-        header = _pack_header_16(0x80 | opcode, 0xFE, n)
+        header = _pack_header_16(head, 0xFE, n)
     else:
-        header = _pack_header_64(0x80 | opcode, 0xFF, n)
+        header = _pack_header_64(head, 0xFF, n)
     key = os.urandom(4)
     if not n:
         return header + key

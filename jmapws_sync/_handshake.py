@@ -17,6 +17,7 @@ from typing import Any
 
 import websocket
 
+from ._deflate import Params, accept, offer
 from ._net import (
     Cancel,
     Proxy,
@@ -44,9 +45,14 @@ def open_websocket(
     ssl_context: ssl.SSLContext | None,
     proxy: Proxy | None,
     require_subprotocol: bool,
+    compression: bool = True,
     cancel: Cancel | None = None,
-) -> Any:
-    """Connect to ``url`` and complete the handshake; return websocket-client's object.
+) -> tuple[Any, Params | None]:
+    """Connect to ``url`` and complete the handshake; return websocket-client's object,
+    and what permessage-deflate the server agreed to (None: no compression).
+
+    With ``compression`` the handshake offers permessage-deflate (RFC 7692); an answer the
+    offer did not allow, or any extension when none was offered, is a HandshakeError.
 
     Raises :class:`~jmapws_sync.AuthenticationError` (401/403),
     :class:`~jmapws_sync.HandshakeError` (another status, a wrong or, with
@@ -63,6 +69,8 @@ def open_websocket(
         skip_utf8_validation=True,  # the framing layer decodes strictly itself, in C
     )
     header = [f"Sec-WebSocket-Protocol: {SUBPROTOCOL}"]
+    if compression:
+        header.append(f"Sec-WebSocket-Extensions: {offer()}")
     header.extend(f"{name}: {value}" for name, value in headers.items())
     options: dict[str, Any] = {
         "header": header,
@@ -84,7 +92,8 @@ def open_websocket(
     if watchdog.fired:  # it fired just as the handshake finished: the socket is gone
         ws.shutdown()
         raise TimeoutError(f"the handshake with {safe} took longer than {timeout} s")
-    chosen = (ws.getheaders() or {}).get("sec-websocket-protocol")
+    answered = ws.getheaders() or {}
+    chosen = answered.get("sec-websocket-protocol")
     if chosen is not None and chosen.strip().lower() != SUBPROTOCOL:
         ws.shutdown()
         raise HandshakeError(f"{safe} chose subprotocol {chosen!r}, not {SUBPROTOCOL!r}")
@@ -94,5 +103,16 @@ def open_websocket(
             f"{safe} did not accept the {SUBPROTOCOL!r} subprotocol (RFC 8887 §4.2);"
             " pass require_subprotocol=False to tolerate that"
         )
-    log.debug("connected to %s", safe)
-    return ws
+    extensions = answered.get("sec-websocket-extensions")
+    params = None
+    if extensions and not compression:
+        ws.shutdown()
+        raise HandshakeError(f"{safe} answered with extensions that were not offered")
+    if extensions:
+        try:
+            params = accept(extensions, safe)
+        except HandshakeError:
+            ws.shutdown()
+            raise
+    log.debug("connected to %s%s", safe, " (permessage-deflate)" if params else "")
+    return ws, params

@@ -163,6 +163,8 @@ def _connect_options(args: argparse.Namespace) -> dict[str, Any]:
         options["proxy"] = args.proxy
     if args.allow_missing_subprotocol:
         options["require_subprotocol"] = False
+    if args.no_compression:
+        options["compression"] = None
     return options
 
 
@@ -172,6 +174,7 @@ def _connect_options(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_session(args: argparse.Namespace, out: TextIO) -> int:
     options = _connect_options(args)
     options.pop("require_subprotocol", None)
+    options.pop("compression", None)
     resource = fetch_session(args.url, auth=_auth(args), **options)
     if args.json:
         json.dump(resource.raw, out, indent=2, sort_keys=True)
@@ -259,6 +262,7 @@ def _cmd_listen(args: argparse.Namespace, out: TextIO) -> int:
         ssl_context=context,
         proxy=args.proxy,
         require_subprotocol=not args.allow_missing_subprotocol,
+        compression=None if args.no_compression else "deflate",
     ) as rs:
         rs.wait_connected(timeout=args.timeout)
         for change in rs.changes():
@@ -325,6 +329,11 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
         "--allow-missing-subprotocol",
         action="store_true",
         help="accept servers that do not echo the 'jmap' subprotocol",
+    )
+    parser.add_argument(
+        "--no-compression",
+        action="store_true",
+        help="do not offer permessage-deflate (RFC 7692) in the handshake",
     )
 
 

@@ -177,6 +177,7 @@ class ReconnectingSession:
         max_queue: int = DEFAULT_MAX_QUEUE,
         max_concurrent_requests: int | None = None,
         close_timeout: float = 2.0,
+        compression: str | None = "deflate",
     ) -> None:
         scheme = urlsplit(url).scheme
         if scheme not in ("http", "https", "ws", "wss"):
@@ -202,6 +203,7 @@ class ReconnectingSession:
                 "headers": headers,
                 "max_message_size": max_message_size,
                 "max_concurrent_requests": max_concurrent_requests,
+                "compression": compression,
                 "close_timeout": math.inf if self._close_timeout is None else close_timeout,
             },
             ping_interval=ping_interval,

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from ._calls import Calls
 from ._connection import MAX_CONSECUTIVE_NON_TEXT, Connection, OnEnd
+from ._deflate import Params
 from ._framing import MAX_CONTROL_PAYLOAD, CloseCode, Opcode, close_payload
 from ._handshake import open_websocket
 from ._inbox import DEFAULT_MAX_QUEUE, Inbox
@@ -102,6 +103,7 @@ class WsSession:
         session: SessionResource | None = None,
         inbox: Inbox | None = None,
         on_end: OnEnd | None = None,
+        deflate: Params | None = None,
     ) -> None:
         """Wrap an already connected websocket-client ``WebSocket``; prefer :meth:`open`.
 
@@ -133,6 +135,7 @@ class WsSession:
             max_message_size=max_message_size,
             close_timeout=check_timeout(close_timeout, "close_timeout"),
             on_end=on_end,
+            deflate=deflate,
         )
 
     # ------------------------------------------------------------------ opening
@@ -156,6 +159,7 @@ class WsSession:
         inbox: Inbox | None = None,
         on_end: OnEnd | None = None,
         cancel: Cancel | None = None,
+        compression: str | None = "deflate",
     ) -> WsSession:
         """Open a WebSocket to ``url`` (``ws://`` or ``wss://``) and start the reader.
 
@@ -177,6 +181,10 @@ class WsSession:
         means no proxy. ``inbox`` and ``on_end``: see the constructor. ``cancel`` (a
         :class:`~jmapws_sync._net.Cancel`) aborts the handshake from another thread.
 
+        ``compression="deflate"`` (the default) offers permessage-deflate (RFC 7692) and
+        uses it if the server agrees (:attr:`compression` says what was agreed); ``None``
+        offers nothing. ``max_message_size`` applies to the inflated message.
+
         Raises :class:`AuthenticationError` (401/403), :class:`HandshakeError` (another
         status, or a missing subprotocol), :class:`TransportError` (refused, unreachable,
         TLS failure) or :class:`TimeoutError`.
@@ -184,13 +192,16 @@ class WsSession:
         if urlsplit(url).scheme not in ("ws", "wss"):
             raise ValueError(f"not a WebSocket URL: {safe_url(url)}")
         check_timeout(close_timeout, "close_timeout")
-        ws = open_websocket(
+        if compression not in ("deflate", None):
+            raise ValueError('compression is "deflate" or None')
+        ws, deflate = open_websocket(
             url,
             headers={**(headers or {}), **(auth() if auth else {})},
             timeout=check_timeout(timeout),
             ssl_context=ssl_context,
             proxy=resolve_proxy(url, proxy),
             require_subprotocol=require_subprotocol,
+            compression=compression is not None,
             cancel=cancel,
         )
         return cls(
@@ -203,6 +214,7 @@ class WsSession:
             session=session,
             inbox=inbox,
             on_end=on_end,
+            deflate=deflate,
         )
 
     # ------------------------------------------------------------------ sending
@@ -354,6 +366,13 @@ class WsSession:
     def closed(self) -> bool:
         """True once the session has ended (closed locally, by the server, or broken)."""
         return self._conn.closed
+
+    @property
+    def compression(self) -> str | None:
+        """The ``Sec-WebSocket-Extensions`` the server agreed to (``permessage-deflate``
+        and its parameters), or None when messages are not compressed."""
+        deflate = self._conn.deflate
+        return deflate.header if deflate is not None else None
 
     @property
     def close_code(self) -> int | None:

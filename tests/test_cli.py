@@ -343,3 +343,16 @@ def test_serve_on_a_port_in_use_exits_6() -> None:
         )
     assert proc.returncode == 6
     assert proc.stderr.strip() == f"jmapws-sync: error: port {port} is in use"
+
+
+def test_no_compression_is_not_offered(
+    server: ReferenceServer, tmp_path: Path, alice_env: list[str]
+) -> None:
+    """`call --no-compression` sends no Sec-WebSocket-Extensions; by default it does."""
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(ECHO))
+    for extra, offered in (([], True), (["--no-compression"], False)):
+        assert run(["call", server.base_url, str(request), *alice_env, *extra])[0] == 0
+        handshake = server.last_handshake()
+        assert handshake is not None
+        assert (handshake.offered_extensions is not None) is offered

@@ -320,6 +320,18 @@ def test_frame_reader_survives_an_integer_too_long_to_convert() -> None:
 # -- values at the boundaries: header values, close frames, timeouts (issue 14) -------------
 
 
+def _refusal(headers: dict[str, str]) -> str:
+    try:
+        check_headers(headers)
+    except ValueError as exc:
+        return str(exc)
+    raise AssertionError("not refused")
+
+
+#: The fixed texts of the refusals, without a header name.
+_HEADER_MESSAGES = f"{_refusal({'X': chr(10)}).replace('X', '')} {_refusal({' ': 'v'})}"
+
+
 @SETTINGS
 @given(st.text(max_size=30), st.text(max_size=30))
 def test_a_header_is_accepted_only_if_it_cannot_break_the_request_head(
@@ -334,7 +346,9 @@ def test_a_header_is_accepted_only_if_it_cannot_break_the_request_head(
     except ValueError as exc:
         message = str(exc)
     if message:
-        assert len(value) <= 3 or value not in message
+        # The value is not shown: it appears only if the fixed text happens to hold it.
+        fixed = message.replace(name, "") if name else message
+        assert value not in fixed or value in _HEADER_MESSAGES
         return
     line = f"{name}: {value}".encode("latin-1")
     assert not set(line) & {0x0, 0xA, 0xD}

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from jmapws_sync.testing.hub import CLOSE_TIMEOUT, Connection, Hub, dumps
+from jmapws_sync.testing.hub import CLOSE_TIMEOUT, Connection, DeflatingResponse, Hub, dumps
 from jmapws_sync.testing.jmap import (
     CORE,
     NOTES,
@@ -256,10 +256,13 @@ class JmapApp:
     async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
         user, scheme = self._authenticate(request)
         offered = request.headers.get("Sec-WebSocket-Protocol")
+        extensions = request.headers.get("Sec-WebSocket-Extensions")
         observed = self._observed
 
         def record(status: int, subprotocol: str | None = None) -> None:
-            observed.last_handshake = Handshake(offered, subprotocol, scheme, user, status)
+            observed.last_handshake = Handshake(
+                offered, subprotocol, scheme, user, status, extensions
+            )
 
         if user is None:
             record(401)
@@ -274,11 +277,11 @@ class JmapApp:
             if fail_status == 503:
                 response.headers["Retry-After"] = "1"
             return response
-        ws: web.WebSocketResponse = web.WebSocketResponse(
+        ws: web.WebSocketResponse = DeflatingResponse(
+            self._quirks,
             protocols=() if self._knobs.omit_subprotocol else ("jmap",),
             autoping=False,
             autoclose=False,
-            compress=False,
             timeout=CLOSE_TIMEOUT,
             max_msg_size=self._limits.max_size_request * 2 + 65536,
         )

@@ -19,18 +19,41 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType, hdrs, web
+from aiohttp.http_websocket import ws_ext_gen
 
 from jmapws_sync.testing.jmap import JmapRequestError
 from jmapws_sync.testing.state import Knobs, Observed, Quirks
 from jmapws_sync.testing.store import NoteStore
 
-__all__ = ["CLOSE_TIMEOUT", "Connection", "Hub", "dumps"]
+__all__ = ["CLOSE_TIMEOUT", "Connection", "DeflatingResponse", "Hub", "dumps"]
 
 logger = logging.getLogger(__name__)
 
 #: How long a graceful close may take before the connection is aborted.
 CLOSE_TIMEOUT = 1.0
+
+
+class DeflatingResponse(web.WebSocketResponse):
+    """aiohttp's WebSocket response, with the permessage-deflate knobs of :class:`Quirks`.
+
+    aiohttp negotiates permessage-deflate itself (RFC 7692); this caps the server's window
+    and can insist on server_no_context_takeover, by amending aiohttp's own answer.
+    """
+
+    def __init__(self, quirks: Quirks, **options: Any) -> None:
+        super().__init__(compress=quirks.compression, **options)
+        self._quirks = quirks
+
+    def _handshake(self, request: Any) -> Any:
+        headers, protocol, compress, notakeover = super()._handshake(request)
+        if compress:
+            compress = min(compress, self._quirks.compression_window_bits)
+            notakeover = notakeover or self._quirks.compression_no_context_takeover
+            headers[hdrs.SEC_WEBSOCKET_EXTENSIONS] = ws_ext_gen(
+                compress=compress, isserver=True, server_notakeover=notakeover
+            )
+        return headers, protocol, compress, notakeover
 
 
 def dumps(obj: Any) -> str:

@@ -74,7 +74,10 @@ class ReferenceServer:
     missing, ``null`` or ``[]`` turn push off, as Cyrus does, instead of meaning "all
     types" (RFC 8887 §4.3.5.2); ``sends_push_state=False`` leaves ``pushState`` out of
     every StateChange and ``replays=False`` ignores the ``pushState`` of a
-    WebSocketPushEnable (both allowed by RFC 8887). ``seed`` seeds the generator used by
+    WebSocketPushEnable (both allowed by RFC 8887). permessage-deflate (RFC 7692) is
+    negotiated when a client offers it (``compression=False`` never does), with at most
+    ``compression_window_bits`` of window, and ``compression_no_context_takeover`` answers
+    server_no_context_takeover whatever was asked. ``seed`` seeds the generator used by
     :meth:`delay` and :meth:`reorder` for reproducible runs.
 
     Knobs (thread-safe; those that act on open connections need a running server, else
@@ -105,6 +108,9 @@ class ReferenceServer:
         supports_push: bool = True,
         sends_push_state: bool = True,
         replays: bool = True,
+        compression: bool = True,
+        compression_window_bits: int = 15,
+        compression_no_context_takeover: bool = False,
         max_calls_in_request: int = 16,
         max_concurrent_requests: int = 4,
         max_size_request: int = 10_000_000,
@@ -128,6 +134,9 @@ class ReferenceServer:
             supports_push=supports_push,
             sends_push_state=sends_push_state,
             replays=replays,
+            compression=compression,
+            compression_window_bits=compression_window_bits,
+            compression_no_context_takeover=compression_no_context_takeover,
         )
         self.limits = Limits(
             max_size_request=max_size_request,

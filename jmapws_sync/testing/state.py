@@ -45,6 +45,8 @@ class Handshake:
     user: str | None
     #: The HTTP status answered: 101 on success, else 401, 503, or a fail_handshake status.
     status: int
+    #: The raw ``Sec-WebSocket-Extensions`` the client offered, or ``None``.
+    offered_extensions: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,18 @@ class Quirks:
     supports_push: bool = True
     sends_push_state: bool = True
     replays: bool = True
+    #: Negotiate permessage-deflate (RFC 7692) when a client offers it.
+    compression: bool = True
+    #: The largest server window agreed to (the client may ask for less), 9-15.
+    compression_window_bits: int = 15
+    #: Answer server_no_context_takeover even when the client did not ask for it.
+    compression_no_context_takeover: bool = False
 
     def __post_init__(self) -> None:
         if self.well_known_status not in (301, 302, 303, 307, 308):
             raise ValueError("well_known_status must be a redirect status")
+        if not 9 <= self.compression_window_bits <= 15:
+            raise ValueError("compression_window_bits must be 9-15 (zlib cannot do 8)")
 
 
 @dataclass

@@ -286,3 +286,26 @@ def test_cli_listen_without_types_prints_a_cyrus_state_change(cyrus: CyrusServer
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
+
+
+# -- permessage-deflate (issue 15) -------------------------------------------------------------
+
+
+def test_cyrus_negotiates_deflate_and_a_call_and_a_push_go_through(cyrus: CyrusServer) -> None:
+    """Cyrus answers the offer with server_max_window_bits=12; calls and pushes inflate."""
+    with jws.connect(cyrus.http_url, auth=auth(cyrus), timeout=TIMEOUT) as ws:
+        assert ws.compression == "permessage-deflate; server_max_window_bits=12"
+        account = ws.session.primary_account(MAIL) if ws.session else ""
+        b = jws.RequestBuilder()
+        echo = b.call("Core/echo", {"pad": "Email/get " * 5000})  # compressed both ways
+        assert ws.call(b.build(), timeout=TIMEOUT).get(echo.call_id)["pad"].count("Email") == 5000
+        ws.enable_push(["Email"])
+        before = email_state(ws, account)
+        cyrus.append_message(cyrus.user, message("compressed push"))
+        assert next(email_changes(ws)) != before
+
+
+def test_cyrus_without_compression_when_asked(cyrus: CyrusServer) -> None:
+    with jws.connect(cyrus.http_url, auth=auth(cyrus), timeout=TIMEOUT, compression=None) as ws:
+        assert ws.compression is None
+        assert isinstance(ws.call(jws.RequestBuilder().build(), timeout=TIMEOUT), jws.Response)

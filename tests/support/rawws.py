@@ -152,7 +152,8 @@ class RawServer:
 
     ``status`` answers the upgrade with that HTTP status instead of 101;
     ``subprotocol=None`` leaves the Sec-WebSocket-Protocol header out;
-    ``handshake=False`` reads the request and never answers it.
+    ``handshake=False`` reads the request and never answers it; ``extra_headers`` (each
+    ending in CRLF) go into the answer, 101 or not.
     """
 
     def __init__(
@@ -240,7 +241,8 @@ class RawServer:
             sock.sendall(
                 (
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                    f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{proto}\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{proto}"
+                    f"{self.extra_headers}\r\n"
                 ).encode()
             )
             peer = Peer(sock, f, headers)

@@ -1,0 +1,162 @@
+"""permessage-deflate (RFC 7692) for a client, with no I/O: the offer, the answer, zlib.
+
+:func:`offer` is the ``Sec-WebSocket-Extensions`` value the handshake sends;
+:func:`accept` reads the server's answer into :class:`Params`, refusing one the offer did
+not allow (RFC 7692 §5.1: the client then fails the connection). An :class:`Inflater`
+inflates one message at a time, incrementally, and stops as soon as the inflated size
+passes the limit, so a small message that inflates to gigabytes never gets to; a
+:class:`Deflater` compresses outgoing messages.
+
+The sizes: a 12-bit window each way (4 KiB) and memLevel 5, as python-websockets does by
+default: a deflater then takes about 32 KiB and an inflater about 12 KiB, where zlib's
+defaults (15 bits, memLevel 8) take 256 KiB and 40 KiB. Both are made at their first use,
+so a session that has compressed and inflated nothing costs nothing. JMAP messages are
+small JSON documents that repeat themselves from one to the next: with the context kept
+across messages (context takeover) a 4 KiB window keeps nearly all the gain (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from typing import Final
+
+import attrs
+
+from .errors import HandshakeError, MessageTooLarge, WebSocketProtocolError
+
+__all__ = ["MIN_SIZE", "Deflater", "Inflater", "Params", "accept", "offer"]
+
+#: The window (log2 of bytes) asked of the server and used by our deflater.
+WINDOW_BITS: Final = 12
+#: zlib's memLevel for our deflater: 5 (of 1-9) takes 16 KiB of its 32.
+MEM_LEVEL: Final = 5
+#: Messages shorter than this go out uncompressed (RFC 7692 §6 allows it): compressing
+#: them costs more than the few bytes it would save.
+MIN_SIZE: Final = 128
+_EMPTY_BLOCK: Final = b"\x00\x00\xff\xff"  # RFC 7692 §7.2.1: the tail a sync flush leaves
+
+_PARAM: Final = re.compile(r"\s*([A-Za-z0-9_!#$%&'*+.^`|~-]+)\s*(?:=\s*(\"?)([^\";,]*)\2)?\s*")
+
+
+def offer() -> str:
+    """What the client offers: a 12-bit window each way, context takeover both ways."""
+    return (
+        f"permessage-deflate; server_max_window_bits={WINDOW_BITS};"
+        f" client_max_window_bits={WINDOW_BITS}"
+    )
+
+
+@attrs.frozen
+class Params:
+    """What was agreed: each side's window and whether it keeps its context."""
+
+    #: The negotiated header value, as the server wrote it.
+    header: str
+    server_bits: int = 15
+    client_bits: int = WINDOW_BITS
+    server_no_context_takeover: bool = False
+    client_no_context_takeover: bool = False
+
+
+def _bits(name: str, value: str | None, url: str) -> int:
+    if value is None or not value.isdigit() or not 8 <= int(value) <= 15:
+        raise HandshakeError(f"{url} answered permessage-deflate with an invalid {name}")
+    return int(value)
+
+
+def accept(answer: str, url: str) -> Params:
+    """Read the server's ``Sec-WebSocket-Extensions`` answer to :func:`offer`.
+
+    Every parameter of RFC 7692 §7.1 is understood. :class:`HandshakeError` for another
+    extension, more than one, an unknown or repeated parameter, a window larger than the
+    one offered, or a value that is not 8-15 (RFC 7692 §5.1).
+    """
+    extensions = [e for e in answer.split(",") if e.strip()]
+    if len(extensions) != 1:
+        raise HandshakeError(f"{url} answered with extensions that were not offered")
+    name, *params = extensions[0].split(";")
+    if name.strip().lower() != "permessage-deflate":
+        raise HandshakeError(f"{url} answered with an extension that was not offered")
+    seen: dict[str, str | None] = {}
+    for param in params:
+        match = _PARAM.fullmatch(param)
+        if match is None:
+            raise HandshakeError(f"{url} answered permessage-deflate with a malformed parameter")
+        key, value = match.group(1).lower(), match.group(3)
+        if key in seen:
+            raise HandshakeError(f"{url} answered permessage-deflate with {key} twice")
+        seen[key] = value
+    options: dict[str, object] = {}
+    for key, value in seen.items():
+        if key in ("server_no_context_takeover", "client_no_context_takeover"):
+            if value is not None:
+                raise HandshakeError(f"{url} answered {key} with a value")
+            options[key] = True
+        elif key in ("server_max_window_bits", "client_max_window_bits"):
+            bits = _bits(key, value, url)
+            if bits > WINDOW_BITS:  # we offered 12 for both (§7.1.2.1, §7.1.2.2)
+                raise HandshakeError(f"{url} answered a {key} larger than offered")
+            options["server_bits" if key.startswith("server") else "client_bits"] = bits
+        else:
+            raise HandshakeError(f"{url} answered permessage-deflate with an unknown parameter")
+    # Without server_max_window_bits the server may use any window up to 15 (§7.1.2.1):
+    # our inflater must then be ready for 15.
+    return Params(header=answer.strip(), **options)  # type: ignore[arg-type]
+
+
+class Inflater:
+    """Inflates the messages a server compressed, one at a time, within a size limit."""
+
+    __slots__ = ("_bits", "_reset", "_zlib", "produced")
+
+    def __init__(self, params: Params) -> None:
+        self._bits = max(params.server_bits, 9)  # zlib cannot inflate with 8; 9 reads it
+        self._reset = params.server_no_context_takeover
+        self._zlib: zlib._Decompress | None = None  # made at the first compressed message
+        #: Bytes of the current message inflated so far.
+        self.produced = 0
+
+    def feed(self, data: bytes, limit: int, last: bool) -> bytes:
+        """Inflate one frame's payload; ``last`` ends the message. Raises
+        :class:`MessageTooLarge` as soon as the message passes ``limit`` bytes."""
+        inflater = self._zlib
+        if inflater is None:
+            inflater = self._zlib = zlib.decompressobj(-self._bits)
+        if last:
+            data += _EMPTY_BLOCK
+        try:
+            out = inflater.decompress(data, limit - self.produced + 1)
+        except zlib.error as exc:
+            raise _corrupt() from exc
+        self.produced += len(out)
+        if self.produced > limit or inflater.unconsumed_tail:
+            raise MessageTooLarge(self.produced, limit)
+        if last:
+            self.produced = 0
+            if self._reset:
+                self._zlib = None
+        return out
+
+
+def _corrupt() -> Exception:
+    return WebSocketProtocolError("a compressed message does not inflate", close_code=1007)
+
+
+class Deflater:
+    """Compresses outgoing messages (the caller holds the send lock: order matters)."""
+
+    __slots__ = ("_bits", "_reset", "_zlib")
+
+    def __init__(self, params: Params) -> None:
+        self._bits = max(params.client_bits, 9)
+        self._reset = params.client_no_context_takeover
+        self._zlib: zlib._Compress | None = None  # made at the first compressed message
+
+    def compress(self, payload: bytes) -> bytes:
+        """The payload of one compressed message (RSV1 set on its frame)."""
+        deflater = self._zlib
+        if deflater is None or self._reset:
+            deflater = self._zlib = zlib.compressobj(6, zlib.DEFLATED, -self._bits, MEM_LEVEL)
+        data = deflater.compress(payload) + deflater.flush(zlib.Z_SYNC_FLUSH)
+        return data[:-4] if data.endswith(_EMPTY_BLOCK) else data
