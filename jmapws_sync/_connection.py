@@ -404,8 +404,8 @@ class Connection:
     def _read_until_close(self) -> BaseException | None:
         """Read until the server's Close: return what it means (None: a clean end)."""
         read = self._frames.read
+        take_text = self._take_text
         put = self.inbox.put
-        calls = self.calls
         # When each data-less message of the current run arrived (starvation is a burst).
         idle: collections.deque[float] = collections.deque(maxlen=MAX_CONSECUTIVE_NON_TEXT + 1)
         while True:
@@ -413,23 +413,10 @@ class Connection:
             now = self.last_activity = time.monotonic()
             if opcode is _TEXT:
                 idle.clear()
-                try:
-                    frame = decode(data)  # type: ignore[arg-type]
-                except ParseError as exc:
-                    put(exc)
-                    continue
-                kind = type(frame)
-                if kind is StateChange:
-                    if frame.push_state is not None:  # type: ignore[union-attr]
-                        self.received_push_state = frame.push_state  # type: ignore[union-attr]
-                elif kind is Response or kind is RequestError:
-                    request_id = frame.request_id  # type: ignore[union-attr]
-                    if calls.owns(request_id):
-                        calls.resolve(request_id, frame)  # type: ignore[arg-type]
-                        continue
-                elif kind is UnknownFrame and self._misfit_answer(frame):  # type: ignore[arg-type]
-                    continue
-                put(frame)  # type: ignore[arg-type]
+                take_text(data)  # type: ignore[arg-type]
+                # Unbound before the next read() blocks: an idle session must not keep its
+                # last message alive (a 16 MiB answer would stay resident until the next).
+                del data
                 continue
             if opcode is _CONT and data:
                 idle.clear()  # a fragment with data is progress (bounded by the size limit)
@@ -453,6 +440,27 @@ class Connection:
                         f" {BURST_WINDOW:g} s"
                     )
                 )
+
+    def _take_text(self, text: str) -> None:
+        """Decode one text message and hand it on: to its ``call()``, or to the inbox."""
+        try:
+            frame = decode(text)
+        except ParseError as exc:
+            self.inbox.put(exc)
+            return
+        kind = type(frame)
+        if kind is StateChange:
+            if frame.push_state is not None:  # type: ignore[union-attr]
+                self.received_push_state = frame.push_state  # type: ignore[union-attr]
+        elif kind is Response or kind is RequestError:
+            request_id = frame.request_id  # type: ignore[union-attr]
+            calls = self.calls
+            if calls.owns(request_id):
+                calls.resolve(request_id, frame)  # type: ignore[arg-type]
+                return
+        elif kind is UnknownFrame and self._misfit_answer(frame):  # type: ignore[arg-type]
+            return
+        self.inbox.put(frame)  # type: ignore[arg-type]
 
     def _misfit_answer(self, frame: UnknownFrame) -> bool:
         """An answer to one of our calls that does not fit its type: tell the caller now."""

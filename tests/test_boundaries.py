@@ -257,6 +257,25 @@ def test_forgotten_sessions_are_collected_with_a_resource_warning(server: Refere
     assert open_fds() <= fds
 
 
+def test_an_idle_session_keeps_no_message_alive(ws: jws.WsSession) -> None:
+    """Once the application drops what next_frame() gave it, nothing in the session holds
+    it: the reader thread, blocked on the next message, must not keep the last one (a
+    16 MiB answer stayed resident for as long as the session was quiet)."""
+    for request_id in ("r1", "r2"):  # the first frame of a session and a later one
+        ws.send_request(
+            jws.Request(
+                using=[jws.CORE], method_calls=[jws.Invocation("Core/echo", {"a": 1}, "c0")]
+            ),
+            id=request_id,
+        )
+        frame = ws.next_frame(timeout=WAIT)
+        assert isinstance(frame, jws.Response)
+        ref = weakref.ref(frame)
+        del frame
+        gc.collect()
+        assert ref() is None
+
+
 def test_a_forgotten_reconnecting_session_stops_reconnecting(server: ReferenceServer) -> None:
     """A ReconnectingSession dropped without close() is collected and its supervisor ends."""
     with warnings.catch_warnings(record=True) as caught:
