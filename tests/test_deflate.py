@@ -47,8 +47,8 @@ def compressed_frame(data: bytes, *, fin: bool = True) -> bytes:
 # -- the negotiation, without sockets ------------------------------------------------------------
 
 
-def test_the_offer_asks_for_a_12_bit_window_each_way() -> None:
-    assert offer() == ("permessage-deflate; server_max_window_bits=12; client_max_window_bits=12")
+def test_the_offer_asks_for_the_windows_chosen_by_measurement() -> None:
+    assert offer() == ("permessage-deflate; server_max_window_bits=14; client_max_window_bits=11")
 
 
 @pytest.mark.parametrize(
@@ -83,8 +83,8 @@ def test_every_parameter_a_server_may_answer_is_read(answer: str, params: Params
     [
         "x-webkit-deflate-frame",
         "permessage-deflate, permessage-deflate",
-        "permessage-deflate; server_max_window_bits=13",  # more than offered
-        "permessage-deflate; client_max_window_bits=15",  # more than offered
+        "permessage-deflate; server_max_window_bits=15",  # more than offered
+        "permessage-deflate; client_max_window_bits=12",  # more than offered
         "permessage-deflate; server_max_window_bits=7",
         "permessage-deflate; server_max_window_bits",
         "permessage-deflate; server_max_window_bits=x",
