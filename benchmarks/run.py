@@ -17,7 +17,7 @@ belong to the sessions alone. The workloads, the statistics and the report are i
 
 Options: ``--output PATH`` (default ``BENCHMARKS.md``; ``-`` writes nothing), ``--plot
 PATH`` (default ``benchmarks/latency.png``), ``--reps N``, ``--no-profile``, ``--only
-NAMES`` (comma-separated workloads: rt, conc, push, large, idle, connect), ``--render
+NAMES`` (comma-separated workloads: rt, conc, push, large, deflate, idle, connect), ``--render
 JSON`` (rewrite the report from a saved run, measuring nothing).
 """
 
@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import conc, connect, idle, large, push, rt
+from bench import conc, connect, deflate, idle, large, push, rt
 from bench import server as bench_server
 from bench.clients import jmaplib_status
 from bench.config import HERE, ROOT, WORKLOADS, Config
@@ -52,6 +52,7 @@ STEPS: tuple[tuple[str, Measure], ...] = (
     ("conc", conc.measure),
     ("push", push.measure),
     ("large", large.measure),
+    ("deflate", deflate.measure),
     ("connect", connect.measure),
     ("idle", idle.measure),
 )

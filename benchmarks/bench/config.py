@@ -13,7 +13,7 @@ ROOT = HERE.parent
 RUN_PY = HERE / "run.py"
 MIB = 1024 * 1024
 #: The workloads ``--only`` can name.
-WORKLOADS = ("rt", "conc", "push", "large", "idle", "connect")
+WORKLOADS = ("rt", "conc", "push", "large", "deflate", "idle", "connect")
 
 
 @dataclass
@@ -33,6 +33,8 @@ class Config:
     idle_seconds: float = 30.0
     idle_windows: int = 6
     connect_n: int = 40
+    deflate_changes: int = 500
+    deflate_idle_sessions: int = 100
     profile_calls: int = 3000
     profile_frames: int = 50_000
 
@@ -52,6 +54,8 @@ class Config:
             idle_seconds=6.0,
             idle_windows=3,
             connect_n=10,
+            deflate_changes=100,
+            deflate_idle_sessions=30,
             profile_calls=1000,
             profile_frames=10_000,
         )

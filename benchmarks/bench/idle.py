@@ -3,10 +3,11 @@
 The sessions live in a fresh child process (``run.py --idle-worker SPEC``, which calls
 :func:`idle_worker`), so that its CPU time and resident memory belong to them alone. The
 worker measures its RSS before the sessions, after the 10th and after all of them (after
-a second's rest), then its CPU share over ``idle_windows`` windows and over the whole
-period, then how long each ``close()`` takes; it prints the whole as one JSON line. The
-parent records the CPU share (% of one core), the RSS per session (all-in, and marginal
-after the 10th) and the server process's CPU over the run.
+a second's rest; with ``"warm"`` each session makes one call first), then its CPU share
+over ``idle_windows`` windows and over the whole period, then how long each ``close()``
+takes; it prints the whole as one JSON line. The parent records the CPU share (% of one
+core), the RSS per session (all-in, and marginal after the 10th) and the server process's
+CPU over the run.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import jmapws_sync as jws
 
 from .config import RUN_PY, Config
+from .jmapdata import email_get
 from .results import Results
 from .stats import fmt, percentile
 
@@ -53,8 +55,18 @@ def idle_worker(spec: dict[str, Any]) -> dict[str, Any]:
     sessions = []
     t0 = time.perf_counter()
     rss10 = rss0
+    compression = spec.get("compression", "deflate")
+    # "warm": one call each first, of an Email/get-like answer larger than any window
+    # (about 45 KB each way), so that a compressed session's zlib streams exist (they are
+    # made at first use) and every page of their windows has been touched.
+    warm = jws.Request(
+        using=[jws.CORE], method_calls=[jws.Invocation("Core/echo", email_get(30), "c0")]
+    )
     for i in range(n):
-        sessions.append(jws.WsSession.open(spec["ws_url"], auth=auth, proxy=""))
+        session = jws.WsSession.open(spec["ws_url"], auth=auth, proxy="", compression=compression)
+        if spec.get("warm"):
+            session.call(warm, timeout=30)
+        sessions.append(session)
         if i == 9:
             gc.collect()
             rss10 = rss_kib()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import HERE, ROOT, Config
+from .deflate_table import deflate_section
 from .results import Results
 from .stats import fmt
 from .table import rows
@@ -153,6 +154,7 @@ def markdown(res: Results, cfg: Config, meta: dict[str, Any], plot_path: Path | 
     lines += _machine_and_run(res, cfg, meta)
     lines += _targets(res)
     lines += _every_workload(res, cfg)
+    lines += deflate_section(res, cfg)
     if plot_path is not None:
         lines += _latency_plot(plot_path)
     findings = HERE / "FINDINGS.md"

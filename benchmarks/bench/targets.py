@@ -44,6 +44,26 @@ TARGETS = [
     ),
     Target("idle: <= 100 KiB resident per session", "idle.rss_per_session_kib", 100.0, True, "KiB"),
     Target("close() p99 <= 50 ms", "conn.close.p99", 50.0, True, "ms"),
+    Target(
+        "deflate: Email/get of 200 >= 5 x fewer bytes (aiohttp, level 1)",
+        "ratio.deflate.bytes_email",
+        5.0,
+        False,
+    ),
+    Target(
+        "deflate: Email/get of 200 >= 5 x fewer bytes (as Cyrus deflates)",
+        "ratio.deflate.cyrus_email",
+        5.0,
+        False,
+    ),
+    Target("deflate: call() p50 <= 1.15 x without", "ratio.deflate.p50", 1.15, True),
+    Target(
+        "deflate: <= 64 KiB more per used idle session",
+        "deflate.idle_extra_kib",
+        64.0,
+        True,
+        "KiB",
+    ),
 ]
 
 #: Client keys (as in the result keys) to the names the report shows.
