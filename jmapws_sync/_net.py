@@ -14,6 +14,7 @@ import math
 import re
 import socket
 import ssl
+import sys
 import threading
 import time
 import urllib.request
@@ -241,13 +242,22 @@ class Cancel:
             self._watching.discard(watchdog)
 
 
-def finalize(close: Callable[..., object], *args: object) -> None:
+def finalize(
+    close: Callable[..., object],
+    *args: object,
+    _finalizing: Callable[[], bool] = sys.is_finalizing,  # bound now: globals go at exit
+) -> None:
     """Run ``close(*args)`` in a thread of its own, for ``__del__``.
 
     The collector may run a finalizer in any thread, including one that holds the very
     lock ``close`` needs (a reader in the middle of a write): closing right there could
-    hang for ever. At interpreter shutdown no thread can start, and the process is ending.
+    hang for ever. Once the interpreter is finalizing, nothing is done: the process is
+    ending (the system closes its sockets), and no thread can start then. Python 3.12
+    raises RuntimeError for that; 3.11 starts the thread and waits for ever for it to
+    run, which hung every process that exited with a session open.
     """
+    if _finalizing():
+        return
     try:
         threading.Thread(target=close, args=args, name="jmapws-finalizer", daemon=True).start()
     except RuntimeError:
