@@ -420,6 +420,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         if args.command in ("session", "call", "listen"):
             _check_client(args)
         status: int = args.func(args, stream)
+        stream.flush()  # here, not at exit: a reader gone away is a BrokenPipeError below
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
