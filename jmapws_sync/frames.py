@@ -286,6 +286,11 @@ class RequestBuilder:
     ) -> _CallHandle:
         """Append a method call and return a handle for back-references to it.
 
+        The handle has the call's ``call_id`` (to find its answer with
+        :meth:`Response.get`) and its ``name``; ``handle.ref(path)`` is a
+        :class:`ResultReference` to this call's result at the JSON Pointer ``path``
+        (RFC 6901), to pass as an argument of a later call.
+
         ``call_id`` names the call; the automatic ones (``c0``, ``c1``...) never repeat
         one given here, and a ``call_id`` already used in this request is a
         :class:`ValueError` (RFC 8620 §3.2: the responses are matched by it).

@@ -60,7 +60,7 @@ class ReferenceServer:
             srv.session_url, srv.ws_url, srv.api_url
 
     Each user gets one account ``"a-<user>"`` holding ``Note`` objects (capability
-    :data:`~jmapws_sync.testing.jmap.NOTES`). The notes live in :attr:`store`, which can be
+    :data:`~jmapws_sync.testing.NOTES`). The notes live in :attr:`store`, which can be
     passed to a new server so data, states and the change log survive a restart::
 
         again = ReferenceServer(store=srv.store, port=srv.port, users=...).start()
