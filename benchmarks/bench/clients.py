@@ -50,12 +50,18 @@ def request_dict(arguments: dict[str, Any], request_id: str | None) -> dict[str,
 
 
 class LibClient:
-    """jmapws_sync: ``connect()`` by discovery, then ``WsSession.call()``."""
+    """jmapws_sync: ``connect()`` by discovery, then ``WsSession.call()``.
+
+    Without compression unless ``compression="deflate"`` is passed: the baselines send
+    plain frames, and a ratio against them measures the library only when it sends the
+    same bytes (the cost of compression has a workload of its own, ``deflate``).
+    """
 
     name = "jmapws_sync call()"
     key = "lib"
 
     def __init__(self, facts: dict[str, Any], *, user: str = "alice", **options: Any) -> None:
+        options.setdefault("compression", None)
         self.ws = jws.connect(
             facts["session_url"], auth=jws.BasicAuth(user, "secret"), proxy="", **options
         )
