@@ -54,7 +54,11 @@ if TYPE_CHECKING:
 
 #: (result key, the ``compression`` argument).
 MODES: tuple[tuple[str, str | None], ...] = (("deflate", "deflate"), ("none", None))
+#: The wire and drain sessions: the flood user's (push_flood reaches all its sessions).
 AUTH = jws.BasicAuth("flood", "secret")
+#: The long-lived sessions of the timings: another user, so that no flood reaches them
+#: (their readers would inflate it in the background of every later timing).
+TIMED = jws.BasicAuth("alice", "secret")
 ACCOUNT = bench_server.FLOOD_ACCOUNT
 #: The reference server's Notes capability (what Note/set needs in ``using``).
 NOTES = "urn:x-jmapws-sync:notes"
@@ -66,9 +70,9 @@ def _echo(arguments: dict[str, Any]) -> jws.Request:
     )
 
 
-def _open(url: str, compression: str | None) -> jws.WsSession:
+def _open(url: str, compression: str | None, auth: jws.BasicAuth = AUTH) -> jws.WsSession:
     return jws.WsSession.open(
-        url, auth=AUTH, proxy="", compression=compression, max_message_size=256 * MIB
+        url, auth=auth, proxy="", compression=compression, max_message_size=256 * MIB
     )
 
 
@@ -256,7 +260,7 @@ def measure(server: ServerProcess, cfg: Config, res: Results, with_jmaplib: bool
     parts = urlsplit(ws_url)
     relay = Relay(parts.hostname or "127.0.0.1", parts.port or 80)
     relayed = f"ws://127.0.0.1:{relay.port}{parts.path}"
-    sessions = {key: _open(ws_url, compression) for key, compression in MODES}
+    sessions = {key: _open(ws_url, compression, TIMED) for key, compression in MODES}
     negotiated = sessions["deflate"].compression
     res.extra["deflate.negotiated"] = negotiated
     bits = accept(negotiated or "permessage-deflate", ws_url).server_bits
