@@ -33,6 +33,7 @@ import sys
 import time
 import tracemalloc
 import zlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -254,6 +255,23 @@ def _idle(ws_url: str, cfg: Config, compression: str | None) -> dict[str, Any] |
     return out
 
 
+def _side_by_side(
+    res: Results,
+    figure: str,
+    modes: tuple[tuple[str, str | None], ...],
+    take: Callable[[str], float],
+    *,
+    ratio: bool = False,
+) -> None:
+    """``take(mode)`` for each mode, in ``modes``' order, as ``deflate.<mode>.<figure>``;
+    with ``ratio``, also deflate / none of this repetition as ``ratio.deflate.<figure>``."""
+    taken = {key: take(key) for key, _compression in modes}
+    for key, value in taken.items():
+        res.add(f"deflate.{key}.{figure}", value)
+    if ratio:
+        res.add(f"ratio.deflate.{figure.removesuffix('_ms')}", taken["deflate"] / taken["none"])
+
+
 def measure(server: ServerProcess, cfg: Config, res: Results, with_jmaplib: bool) -> None:
     """Each figure with compression and without, in the same repetition."""
     ws_url = server.facts["ws_url"]
@@ -271,7 +289,8 @@ def measure(server: ServerProcess, cfg: Config, res: Results, with_jmaplib: bool
         {"@type": "Response", "methodResponses": [["Core/echo", big, "c0"]], "sessionState": "s"}
     )
     wires = _receive_path(big_text)
-    pushes = _push_wire(cfg.push_frames // 2, bits)
+    n = cfg.push_frames // 2
+    pushes = _push_wire(n, bits)
     # The 16 MiB answer is half a million objects: out of the collector's sight, so that a
     # full collection in the middle of a timing does not traverse them (it did: +-3x).
     gc.collect()
@@ -298,40 +317,30 @@ def measure(server: ServerProcess, cfg: Config, res: Results, with_jmaplib: bool
                     / res.samples[f"deflate.deflate.bytes_{name}"][-1],
                 )
             p50 = _small_calls(sessions, cfg, rep)
-            for key in p50:
-                res.add(f"deflate.{key}.p50", p50[key])
-            res.add("ratio.deflate.p50", p50["deflate"] / p50["none"])
-            fps = {key: _drain(server, ws_url, c, cfg.push_frames // 2) for key, c in modes}
-            for key, value in fps.items():
-                res.add(f"deflate.{key}.fps", value)
-            res.add("ratio.deflate.fps", fps["deflate"] / fps["none"])
-            for key, _compression in modes:
-                res.add(
-                    f"deflate.{key}.client_fps",
-                    _read_pushes(pushes[key], cfg.push_frames // 2, key == "deflate", bits),
-                )
-            res.add(
-                "ratio.deflate.client_fps",
-                res.samples["deflate.deflate.client_fps"][-1]
-                / res.samples["deflate.none.client_fps"][-1],
+            _side_by_side(res, "p50", modes, p50.__getitem__, ratio=True)
+            _side_by_side(
+                res, "fps", modes, lambda k: _drain(server, ws_url, dict(MODES)[k], n), ratio=True
             )
-            for key, _compression in modes:
-                wire = wires[key]
-                res.add(
-                    f"deflate.{key}.decode16_ms",
-                    _timed(lambda w=wire, k=key: _read_and_decode(w, k == "deflate")) * 1000,
-                )
-            res.add(
-                "ratio.deflate.decode16",
-                res.samples["deflate.deflate.decode16_ms"][-1]
-                / res.samples["deflate.none.decode16_ms"][-1],
+            _side_by_side(
+                res,
+                "client_fps",
+                modes,
+                lambda k: _read_pushes(pushes[k], n, k == "deflate", bits),
+                ratio=True,
             )
-            for key, _compression in modes:
-                ws = sessions[key]
-                res.add(
-                    f"deflate.{key}.call16_ms",
-                    _timed(lambda ws=ws: ws.call(_echo(big), timeout=WAIT)) * 1000,
-                )
+            _side_by_side(
+                res,
+                "decode16_ms",
+                modes,
+                lambda k: _timed(lambda: _read_and_decode(wires[k], k == "deflate")) * 1000,
+                ratio=True,
+            )
+            _side_by_side(
+                res,
+                "call16_ms",
+                modes,
+                lambda k: _timed(lambda: sessions[k].call(_echo(big), timeout=WAIT)) * 1000,
+            )
         for key, _compression in MODES:
             wire = wires[key]
             res.add(
