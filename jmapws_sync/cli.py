@@ -161,9 +161,9 @@ def _connect_options(args: argparse.Namespace) -> dict[str, Any]:
         options["cafile"] = args.cafile
     if args.proxy is not None:
         options["proxy"] = args.proxy
-    if args.allow_missing_subprotocol:
+    if getattr(args, "allow_missing_subprotocol", False):
         options["require_subprotocol"] = False
-    if args.no_compression:
+    if getattr(args, "no_compression", False):
         options["compression"] = None
     return options
 
@@ -173,8 +173,6 @@ def _connect_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_session(args: argparse.Namespace, out: TextIO) -> int:
     options = _connect_options(args)
-    options.pop("require_subprotocol", None)
-    options.pop("compression", None)
     resource = fetch_session(args.url, auth=_auth(args), **options)
     if args.json:
         json.dump(resource.raw, out, indent=2, sort_keys=True)
@@ -308,7 +306,9 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 # ---------------------------------------------------------------------- wiring
 
 
-def _client_options(parser: argparse.ArgumentParser) -> None:
+def _client_options(parser: argparse.ArgumentParser, *, websocket: bool = True) -> None:
+    """The options of the commands that talk to a server; ``websocket`` adds those of the
+    WebSocket handshake (``session`` only fetches the Session resource over HTTP)."""
     parser.add_argument("url", help="server base URL (https://host) or Session resource URL")
     parser.add_argument("--user", help="user name for HTTP Basic auth")
     parser.add_argument(
@@ -325,6 +325,8 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cafile", help="CA bundle to verify the server's certificate")
     parser.add_argument("--proxy", help="HTTP proxy URL ('' for none; default: environment)")
+    if not websocket:
+        return
     parser.add_argument(
         "--allow-missing-subprotocol",
         action="store_true",
@@ -359,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     p = add("session", "print the server's JMAP Session resource")
-    _client_options(p)
+    _client_options(p, websocket=False)
     p.add_argument("--json", action="store_true", help="print the raw resource as JSON")
     p.set_defaults(func=_cmd_session)
 

@@ -356,3 +356,18 @@ def test_no_compression_is_not_offered(
         handshake = server.last_handshake()
         assert handshake is not None
         assert (handshake.offered_extensions is not None) is offered
+
+
+def test_session_refuses_the_options_of_the_websocket_handshake(server: ReferenceServer) -> None:
+    """`session` opens no WebSocket: its handshake options are usage errors, not ignored."""
+    for option in ("--no-compression", "--allow-missing-subprotocol"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "jmapws_sync", "session", server.base_url, option],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "JMAP_PASSWORD": "pw"},
+            check=False,
+        )
+        assert proc.returncode == 2
+        assert option in proc.stderr
