@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 import tracemalloc
 import zlib
 from collections.abc import Iterator
@@ -328,20 +327,12 @@ def test_what_the_client_sends_is_compressed_with_rsv1_tiny_messages_not() -> No
 
 def _read_until_close(peer: Peer) -> Iterator[tuple[bytes, bool]]:
     """The client's messages as (payload, RSV1), unmasked, until its Close."""
-    rfile = peer.sock.makefile("rb")
     while True:
-        first, second = rfile.read(2)
-        n = second & 0x7F
-        if n == 126:
-            (n,) = struct.unpack(">H", rfile.read(2))
-        elif n == 127:
-            (n,) = struct.unpack(">Q", rfile.read(8))
-        key = rfile.read(4)
-        data = bytes(b ^ key[i % 4] for i, b in enumerate(rfile.read(n)))
-        if first & 0x0F == CLOSE:
+        opcode, _fin, data = peer.recv_frame()
+        if opcode == CLOSE:
             peer.send_frame(CLOSE, data[:2])
             return
-        yield data, bool(first & 0x40)
+        yield data, peer.rsv1
 
 
 @pytest.mark.parametrize(

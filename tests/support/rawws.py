@@ -60,6 +60,8 @@ class Peer:
         self.headers = request_headers
         self._rfile = rfile
         self.send_lock = threading.Lock()
+        #: Whether the last frame :meth:`recv_frame` read had RSV1 (permessage-deflate).
+        self.rsv1 = False
 
     # -- sending -------------------------------------------------------------
     def frame(
@@ -108,6 +110,7 @@ class Peer:
     def recv_frame(self) -> tuple[int, bool, bytes]:
         """One client frame (unmasked): (opcode, fin, payload). EOFError at end."""
         b0, b1 = self._read(2)
+        self.rsv1 = bool(b0 & 0x40)
         n = b1 & 0x7F
         if n == 126:
             (n,) = struct.unpack(">H", self._read(2))
