@@ -28,7 +28,7 @@ import attrs
 
 from .errors import HandshakeError, MessageTooLarge, WebSocketProtocolError
 
-__all__ = ["MIN_SIZE", "Deflater", "Inflater", "Params", "accept", "offer"]
+__all__ = ["MIN_SIZE", "Deflater", "Inflater", "Params", "accept", "check_compression", "offer"]
 
 #: The window (log2 of bytes) asked of the server: what our inflater keeps (16 KiB).
 SERVER_WINDOW_BITS: Final = 14
@@ -43,6 +43,14 @@ MIN_SIZE: Final = 128
 _EMPTY_BLOCK: Final = b"\x00\x00\xff\xff"  # RFC 7692 §7.2.1: the tail a sync flush leaves
 
 _PARAM: Final = re.compile(r"\s*([A-Za-z0-9_!#$%&'*+.^`|~-]+)\s*(?:=\s*(\"?)([^\";,]*)\2)?\s*")
+
+
+def check_compression(value: object) -> bool:
+    """Whether the ``compression`` option asks for permessage-deflate; ValueError unless
+    it is ``"deflate"`` or None (checked before any I/O, wherever the option is taken)."""
+    if value not in ("deflate", None):
+        raise ValueError('compression is "deflate" or None')
+    return value is not None
 
 
 def offer() -> str:

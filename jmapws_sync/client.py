@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+from ._deflate import check_compression
 from ._net import Cancel, Deadline, custom_context, safe_url
 from .auth import Auth
 from .discovery import fetch_session
@@ -44,6 +45,7 @@ def connect(
     :class:`~jmapws_sync.WebSocketUnavailable` and
     :class:`~jmapws_sync.InsecureWebSocketUrl`.
     """
+    check_compression(session_options.get("compression"))  # before discovery's I/O
     context = custom_context(
         ssl_context=ssl_context, cafile=cafile, certfile=certfile, keyfile=keyfile
     )

@@ -91,6 +91,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from ._connection import FORKED
+from ._deflate import check_compression
 from ._framing import close_payload
 from ._inbox import DEFAULT_MAX_QUEUE
 from ._net import Deadline, check_timeout, finalize, safe_url
@@ -187,6 +188,7 @@ class ReconnectingSession:
         if ping_interval == 0 or ping_timeout == 0:
             raise ValueError("ping_interval and ping_timeout must be positive")
         connect_timeout = check_timeout(connect_timeout, "connect_timeout")
+        check_compression(compression)
         self._safe = safe_url(url)
         self._close_timeout = check_timeout(close_timeout, "close_timeout")
         self._initial_push_state = push_state

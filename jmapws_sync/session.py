@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 from ._calls import Calls
 from ._connection import MAX_CONSECUTIVE_NON_TEXT, Connection, OnEnd
-from ._deflate import Params
+from ._deflate import Params, check_compression
 from ._framing import MAX_CONTROL_PAYLOAD, CloseCode, Opcode, close_payload
 from ._handshake import open_websocket
 from ._inbox import DEFAULT_MAX_QUEUE, Inbox
@@ -192,8 +192,7 @@ class WsSession:
         if urlsplit(url).scheme not in ("ws", "wss"):
             raise ValueError(f"not a WebSocket URL: {safe_url(url)}")
         check_timeout(close_timeout, "close_timeout")
-        if compression not in ("deflate", None):
-            raise ValueError('compression is "deflate" or None')
+        offered = check_compression(compression)
         ws, deflate = open_websocket(
             url,
             headers={**(headers or {}), **(auth() if auth else {})},
@@ -201,7 +200,7 @@ class WsSession:
             ssl_context=ssl_context,
             proxy=resolve_proxy(url, proxy),
             require_subprotocol=require_subprotocol,
-            compression=compression is not None,
+            compression=offered,
             cancel=cancel,
         )
         return cls(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import select
+import socket
 import tracemalloc
 import zlib
 from collections.abc import Iterator
@@ -261,6 +263,22 @@ def test_calls_and_pushes_go_through_compression_both_ways(deflating: ReferenceS
         ws.call(ECHO, timeout=WAIT)
         deflating.change_note("alice", title="compressed")
         assert isinstance(next(ws.changes(timeout=WAIT)), jws.StateChange)
+
+
+def test_a_bad_compression_value_is_refused_before_any_io() -> None:
+    """connect(), WsSession.open() and ReconnectingSession refuse it at once, nobody
+    contacted (the supervisor used to meet it at its first attempt and end the stream)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        for bad in ("gzip", "", True):
+            with pytest.raises(ValueError, match="compression"):
+                jws.connect(f"http://127.0.0.1:{port}", compression=bad)
+            with pytest.raises(ValueError, match="compression"):
+                jws.WsSession.open(f"ws://127.0.0.1:{port}/ws", compression=bad)  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="compression"):
+                jws.ReconnectingSession(f"http://127.0.0.1:{port}", compression=bad)  # type: ignore[arg-type]
+        assert not select.select([listener], [], [], 0.2)[0]  # nobody connected
 
 
 def test_compression_none_offers_nothing(server: ReferenceServer) -> None:
