@@ -7,6 +7,7 @@ that sends exactly the bytes a test wants: compressed frames, bombs, bad answers
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import select
@@ -318,6 +319,43 @@ def test_reconnecting_session_and_its_compression_option(server: ReferenceServer
             handshake = server.last_handshake()
             assert handshake is not None
             assert (handshake.offered_extensions is not None) is expected
+
+
+def test_each_reconnect_starts_fresh_compression_contexts(server: ReferenceServer) -> None:
+    """Context takeover lasts one connection: after each of 5 resets the next connection
+    inflates and deflates from empty windows on both sides, so big answers and pushes go
+    on arriving whole (a context carried over would be 1007 on one side or the other)."""
+    big = jws.RequestBuilder()
+    echo = big.call("Core/echo", {"notes": [f"note {i}: " + "jmap " * 40 for i in range(60)]})
+    request = big.build()
+    fast = jws.Backoff(first=(0.005, 0.02), factor=2.0, ceiling=0.1, jitter=0.2, reset_after=0)
+    with jws.ReconnectingSession(
+        server.base_url, auth=ALICE, push=True, backoff=fast, ping_interval=None
+    ) as rs:
+        for cycle in range(6):
+            for _ in range(3):  # several messages each way: the windows fill up
+                assert (
+                    _call_through(rs, request)
+                    .get(echo.call_id)["notes"][59]
+                    .startswith("note 59: ")
+                )
+            server.store.create_note("a-alice", title=f"cycle {cycle}", body="x" * 500)
+            change = next(c for c in rs.changes(timeout=WAIT) if "a-alice" in c.changed)
+            assert change.changed["a-alice"]["Note"]
+            if cycle < 5:
+                server.reset_all()
+        assert rs.reconnects == 5
+        handshake = server.last_handshake()
+        assert handshake is not None
+        assert handshake.offered_extensions is not None
+
+
+def _call_through(rs: jws.ReconnectingSession, request: jws.Request) -> jws.Response:
+    """call(), again after a ConnectionLost (the reset was not noticed yet)."""
+    for _ in range(20):
+        with contextlib.suppress(jws.ConnectionLost):
+            return rs.call(request, timeout=WAIT)
+    raise AssertionError("no successful call in 20 tries")
 
 
 # -- on loopback: a raw server that sends the bytes ------------------------------------------------
