@@ -332,18 +332,21 @@ def test_two_consumers_changes_and_next_frame_get_their_frames(server: Reference
 
 def test_push_state_is_that_of_the_last_change_handed_out() -> None:
     """Three unread frames (SC p1, X, SC p2): after taking the first, push_state is p1."""
+    all_read = threading.Event()
 
     def handler(peer: Peer) -> None:
         peer.send_json({"@type": "StateChange", "changed": {}, "pushState": "p1"})
         peer.send_json(numbered(0))
         peer.send_json({"@type": "StateChange", "changed": {}, "pushState": "p2"})
-        barrier(peer)
+        barrier(peer)  # the client's Pong: its reader has read all three
+        all_read.set()
         idle(peer)
 
     with (
         RawServer(handler) as server,
         jws.WsSession.open(server.url, timeout=5, close_timeout=0.5) as ws,
     ):
+        assert all_read.wait(WAIT)  # else next_frame() may return p1 before p2 is read
         first = ws.next_frame(timeout=WAIT)
         assert isinstance(first, jws.StateChange)
         assert ws.push_state == "p1"  # p2 has arrived too, but nobody has handled it yet
