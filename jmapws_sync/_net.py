@@ -41,6 +41,7 @@ __all__ = [
     "parse_proxy",
     "resolve_proxy",
     "safe_url",
+    "same_origin",
     "shared_default_context",
     "websocket_proxy_options",
 ]
@@ -75,6 +76,24 @@ def origin(parts: SplitResult) -> tuple[str, str, int]:
     """(scheme, host, port) of an http(s) or ws(s) URL; :class:`ValueError` for a bad port."""
     scheme = parts.scheme.lower()
     return scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS[scheme]
+
+
+# A WebSocket URL has the origin of the HTTP URL it upgrades (RFC 6455 §3, §4.1).
+_HTTP_SCHEME: Final = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
+
+
+def same_origin(a: str, b: str) -> bool:
+    """Whether two http(s) or ws(s) URLs share an origin (RFC 6454: scheme, host, port),
+    ``ws`` counting as ``http`` and ``wss`` as ``https``.
+
+    The one test of where credentials may go: only to the origin the user named. False
+    for a URL that has no usable origin.
+    """
+    try:
+        (sa, ha, pa), (sb, hb, pb) = origin(urlsplit(a)), origin(urlsplit(b))
+    except (KeyError, ValueError):
+        return False
+    return (_HTTP_SCHEME[sa], ha, pa) == (_HTTP_SCHEME[sb], hb, pb) and bool(ha)
 
 
 # ---------------------------------------------------------------------------- input

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import Any
 
 from ._deflate import check_compression
-from ._net import Cancel, Deadline, custom_context, safe_url
+from ._net import Cancel, Deadline, custom_context, safe_url, same_origin
 from .auth import Auth
 from .discovery import fetch_session
+from .errors import AuthenticationError
 from .resource import websocket_url
 from .session import WsSession
 
 __all__ = ["connect"]
+
+log = logging.getLogger(__name__)
 
 
 def connect(
@@ -36,8 +40,11 @@ def connect(
     WebSocket URL (:func:`~jmapws_sync.discovery.websocket_url`: no downgrade from https
     to ws) and opens a :class:`~jmapws_sync.WsSession` whose ``session`` attribute holds
     the resource. The same TLS context and proxy serve both steps; ``auth`` is called for
-    each. ``timeout`` bounds discovery and handshake together; ``cancel`` aborts either
-    from another thread. ``session_options`` go to
+    each, and its credentials go only to the origin of ``url``: when the Session resource
+    (or a redirect to it) names a WebSocket on another origin, the handshake is made
+    without them (a server there that wants them answers 401:
+    :class:`~jmapws_sync.AuthenticationError`). ``timeout`` bounds discovery and
+    handshake together; ``cancel`` aborts either from another thread. ``session_options`` go to
     :meth:`WsSession.open <jmapws_sync.WsSession.open>` (``max_message_size``,
     ``max_queue``, ``headers``...).
 
@@ -60,14 +67,30 @@ def connect(
         cancel=cancel,
     )
     ws_url = websocket_url(resource)
-    return WsSession.open(
-        ws_url,
-        auth=auth,
-        timeout=deadline.timeout(f"connecting to {safe_url(url)} timed out after discovery"),
-        ssl_context=context,
-        proxy=proxy,
-        require_subprotocol=require_subprotocol,
-        session=resource,
-        cancel=cancel,
-        **session_options,
-    )
+    trusted = auth is None or same_origin(url, ws_url)
+    if not trusted:
+        log.debug(
+            "credentials not sent to %s: not the origin of %s", safe_url(ws_url), safe_url(url)
+        )
+    try:
+        return WsSession.open(
+            ws_url,
+            auth=auth if trusted else None,
+            timeout=deadline.timeout(f"connecting to {safe_url(url)} timed out after discovery"),
+            ssl_context=context,
+            proxy=proxy,
+            require_subprotocol=require_subprotocol,
+            session=resource,
+            cancel=cancel,
+            **session_options,
+        )
+    except AuthenticationError as exc:
+        if trusted:
+            raise
+        raise AuthenticationError(
+            f"{exc}; it is on another origin than {safe_url(url)}, so the credentials were"
+            " not sent there (connect to a URL of that origin to trust it)",
+            status=exc.status,
+            close_code=exc.close_code,
+            scheme=exc.scheme,
+        ) from exc

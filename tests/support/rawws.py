@@ -156,7 +156,9 @@ class RawServer:
     ``status`` answers the upgrade with that HTTP status instead of 101;
     ``subprotocol=None`` leaves the Sec-WebSocket-Protocol header out;
     ``handshake=False`` reads the request and never answers it; ``extra_headers`` (each
-    ending in CRLF) go into the answer, 101 or not.
+    ending in CRLF) go into the answer, 101 or not. ``routes`` maps a path to a JSON body
+    served to a plain GET (no Upgrade) on the same port, e.g. a Session resource; every
+    request's headers are kept in :attr:`requests` as ``(path, headers)``.
     """
 
     def __init__(
@@ -167,8 +169,11 @@ class RawServer:
         subprotocol: str | None = "jmap",
         handshake: bool = True,
         extra_headers: str = "",
+        routes: dict[str, Any] | None = None,
     ) -> None:
         self.handler = handler
+        self.routes = dict(routes or {})
+        self.requests: list[tuple[str, dict[str, str]]] = []
         self.status = status
         self.subprotocol = subprotocol
         self.handshake = handshake
@@ -226,6 +231,15 @@ class RawServer:
             for line in lines[1:]:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
+            path = lines[0].split(" ")[1] if lines and lines[0].count(" ") >= 2 else ""
+            self.requests.append((path, headers))
+            if path in self.routes and "upgrade" not in headers:
+                body = json.dumps(self.routes[path]).encode()
+                sock.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+                )
+                return
             if not self.handshake:
                 sock.recv(1)  # hold the connection until the client gives up
                 return

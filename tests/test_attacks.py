@@ -1,0 +1,109 @@
+"""The eight defects of issue 21, each in the scenario an outside attacker (or an unlucky
+deployment) would create, against real sockets on 127.0.0.1; each failed before its fix.
+
+1. credentials sent to an origin that discovery had refused them to;
+2. a reconnect storm after close 1008 with an ``auth`` that mints fresh headers;
+3. a send blocked on a peer that stopped reading hid the dead peer from the keepalive;
+4. large finite timeouts raised OverflowError (or killed the supervisor);
+5. a message in tiny fragments took ~56 bytes of heap per payload byte;
+6. compressed messages after one ending in a BFINAL block were lost;
+7. Retry-After on 429/503 was ignored by the reconnect backoff;
+8. reconnect markers piled up in the inbox of a call-only ReconnectingSession.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import gc
+import json
+import math
+import socket
+import threading
+import time
+import tracemalloc
+import weakref
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import jmapws_sync as jws
+from jmapws_sync._deflate import Inflater, Params
+from jmapws_sync._framing import FrameReader
+from jmapws_sync.policy import Backoff
+
+from .support.httpfixtures import HttpServer, Reply, redirect, session_body
+from .support.rawws import CLOSE, CONT, TEXT, Peer, RawServer, echo_requests, idle
+
+PASSWORD = "pw-4b1e-attack-SECRET"
+ALICE = jws.BasicAuth("alice", PASSWORD)
+BASIC = "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+ECHO = jws.Request(using=[jws.CORE], method_calls=[jws.Invocation("Core/echo", {}, "c0")])
+WAIT = 30.0  # generous: a loaded 2-core machine stretches every wait
+FAST = Backoff(first=(0.01, 0.02), factor=2.0, ceiling=0.1, jitter=0.2, reset_after=60.0)
+
+
+def _ws_session(port: int) -> dict[str, Any]:
+    """A Session resource whose WebSocket is ws://127.0.0.1:port/jmap/ws."""
+    body = session_body()
+    body["capabilities"]["urn:ietf:params:jmap:websocket"] = {
+        "url": f"ws://127.0.0.1:{port}/jmap/ws",
+        "supportsPush": True,
+    }
+    return body
+
+
+# -- 1. credentials never reach an origin the user did not name ---------------------------
+
+
+@contextlib.contextmanager
+def _elsewhere() -> Iterator[tuple[HttpServer, RawServer]]:
+    """A (the origin the user names) redirects discovery to B (another port), which
+    serves the Session resource without asking for credentials and advertises
+    ws://B/jmap/ws: the WebSocket is on B's origin."""
+    with RawServer(echo_requests) as b:
+        b.routes["/jmap/session"] = _ws_session(b.port)
+        with HttpServer(
+            {"/.well-known/jmap": redirect(f"http://127.0.0.1:{b.port}/jmap/session")}
+        ) as a:
+            yield a, b
+
+
+def test_1_credentials_are_not_sent_in_the_handshake_to_another_origin() -> None:
+    with _elsewhere() as (a, b), jws.connect(a.origin, auth=ALICE, timeout=WAIT) as ws:
+        ws.call(ECHO, timeout=WAIT)
+    assert a.requests[0].headers["authorization"] == BASIC  # the origin the user named
+    assert [path for path, _ in b.requests] == ["/jmap/session", "/jmap/ws"]
+    for _, headers in b.requests:
+        assert "authorization" not in headers
+        assert PASSWORD not in json.dumps(headers)
+
+
+def test_1_a_reconnecting_session_withholds_them_too() -> None:
+    with _elsewhere() as (a, b), jws.ReconnectingSession(a.origin, auth=ALICE) as rs:
+        rs.call(ECHO, timeout=WAIT)
+    assert b.requests
+    assert all("authorization" not in headers for _, headers in b.requests)
+
+
+def test_1_a_refusal_there_says_why_no_credentials_were_sent() -> None:
+    with RawServer(idle, status=401) as b:
+        b.routes["/jmap/session"] = _ws_session(b.port)
+        target = f"http://127.0.0.1:{b.port}/jmap/session"
+        with HttpServer({"/jmap/session": Reply(200)}) as a:
+            a.routes["/.well-known/jmap"] = redirect(target)
+            with pytest.raises(jws.AuthenticationError, match="another origin") as info:
+                jws.connect(a.origin, auth=ALICE, timeout=WAIT)
+    assert PASSWORD not in str(info.value)
+    assert all("authorization" not in headers for _, headers in b.requests)
+
+
+def test_1_the_same_origin_still_gets_them() -> None:
+    """The WebSocket on the origin the user named (ws:// counts as http://) gets them."""
+    with RawServer(echo_requests) as b:
+        b.routes["/.well-known/jmap"] = _ws_session(b.port)
+        with jws.connect(f"http://127.0.0.1:{b.port}", auth=ALICE, timeout=WAIT) as ws:
+            ws.call(ECHO, timeout=WAIT)
+    assert [headers.get("authorization") for _, headers in b.requests] == [BASIC, BASIC]
