@@ -30,7 +30,15 @@ anything else (a bug, an exception raised by ``auth``)     FATAL
 
 REAUTH means "never again with the same credentials": the supervisor asks ``auth`` once
 for fresh ones and, if they differ, tries them at once; if they do not (``BasicAuth``, a
-fixed token), or fresh ones are refused too, it gives up.
+fixed token), or fresh ones are refused too, it gives up. Fresh credentials count as
+refused when the connection they opened ends with an authentication error before it
+has stayed up ``Backoff.reset_after`` seconds: a server that accepts every handshake and
+then closes with 1008 gets one attempt with fresh credentials, not a reconnect storm.
+Only a connection that stayed up that long earns a new allowance (credentials that
+expire every hour are renewed every hour).
+
+A server that answers 429 or 503 with ``Retry-After`` is not asked again sooner than it
+said (``retry_after`` on the error), nor later than the backoff's ``ceiling``.
 """
 
 from __future__ import annotations
@@ -178,7 +186,8 @@ class RetryState:
 
     ``base`` is the last backoff base (None: the next delay is a fresh first one),
     ``attempts`` the attempts since the last connection was up, ``reauth_spent`` whether
-    fresh credentials were already tried since then.
+    fresh credentials were already tried since the last connection that stayed up
+    ``reset_after`` seconds.
     """
 
     backoff: Backoff = attrs.field(factory=Backoff)
@@ -201,11 +210,13 @@ class RetryState:
         return attrs.evolve(self, attempts=self.attempts + 1)
 
     def connected(self) -> RetryState:
-        """An attempt worked: the attempts count and the re-authentication start again."""
-        return attrs.evolve(self, attempts=0, reauth_spent=False)
+        """An attempt worked: the attempts count starts again (the re-authentication
+        allowance does not: see :meth:`ended`)."""
+        return attrs.evolve(self, attempts=0)
 
     def ended(self, up_for: float) -> RetryState:
-        """A connection ended after ``up_for`` seconds: long enough resets the backoff."""
+        """A connection ended after ``up_for`` seconds: long enough (the backoff's
+        ``reset_after``) resets the backoff and the re-authentication allowance."""
         if up_for >= self.backoff.reset_after:
-            return attrs.evolve(self, base=None)
+            return attrs.evolve(self, base=None, reauth_spent=False)
         return self

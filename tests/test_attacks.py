@@ -107,3 +107,39 @@ def test_1_the_same_origin_still_gets_them() -> None:
         with jws.connect(f"http://127.0.0.1:{b.port}", auth=ALICE, timeout=WAIT) as ws:
             ws.call(ECHO, timeout=WAIT)
     assert [headers.get("authorization") for _, headers in b.requests] == [BASIC, BASIC]
+
+
+# -- 2. close 1008 after every handshake: one try with fresh credentials, no storm ----------
+
+
+def _expire_at_once(peer: Peer) -> None:
+    """Accept the handshake, then close at once with 1008 (credentials expired)."""
+    peer.send_close(1008, "expired")
+    for opcode, _ in peer.messages():
+        if opcode == CLOSE:
+            return
+
+
+class Minting:
+    """An ``auth`` callable that mints a new token at every call, as a token refresher."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> dict[str, str]:
+        self.calls += 1
+        return {"Authorization": f"Bearer token-{self.calls}"}
+
+
+def test_2_close_1008_after_each_handshake_is_not_a_reconnect_storm() -> None:
+    auth = Minting()
+    with RawServer(_expire_at_once) as server:
+        rs = jws.ReconnectingSession(server.url, auth=auth, backoff=FAST, ping_interval=None)
+        try:
+            with pytest.raises(jws.AuthenticationError) as info:
+                rs.next_frame(timeout=WAIT)  # the stream ends with the reason it gave up
+        finally:
+            rs.close(timeout=WAIT)
+    assert info.value.close_code == 1008
+    assert server.peers.qsize() == 2  # the first credentials, then fresh ones once
+    assert auth.calls == 2

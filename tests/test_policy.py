@@ -122,18 +122,22 @@ def test_retry_state_reauthenticates_once_then_gives_up() -> None:
 
 
 def test_retry_state_starts_again_once_connected() -> None:
-    """A connection up resets attempts and the re-authentication; only a long one the backoff."""
+    """A connection up resets the attempts; only a long one the backoff and the
+    re-authentication (issue 21, defect 2: a 1008 right after each handshake was a storm)."""
     state, rng = RetryState(EXACT), random.Random(1)
     for _ in range(3):
         state = state.attempted()
         _, state = state.after(jws.TransportError("refused"), rng)
     _, state = state.after(jws.AuthenticationError("expired", close_code=1008), rng)
     state = state.connected()
-    assert (state.attempts, state.reauth_spent) == (0, False)
+    assert (state.attempts, state.reauth_spent) == (0, True)
     short = state.ended(up_for=5.0)
     assert short.after(None, rng)[0].delay == 8  # the backoff goes on
+    expired = jws.AuthenticationError("expired", close_code=1008)
+    assert short.after(expired, rng)[0].action is Action.GIVE_UP  # fresh ones refused too
     long = state.ended(up_for=30.0)
     assert long.after(None, rng)[0].delay == 1  # a fresh first delay
+    assert long.after(expired, rng)[0].action is Action.REAUTH  # they worked for a while
 
 
 @pytest.mark.parametrize(
