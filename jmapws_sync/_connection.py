@@ -53,6 +53,9 @@ MAX_CONSECUTIVE_NON_TEXT: Final = 64
 BURST_WINDOW: Final = 1.0
 #: A bounded send writes at most this much per system call, checking its deadline between.
 _SEND_CHUNK: Final = 256 * 1024
+#: A send without a deadline counts its progress in chunks of this size (a blocking send
+#: returns only once its whole chunk is queued: 64 KiB every 20 s is 3.2 KB/s).
+_PROGRESS_CHUNK: Final = 64 * 1024
 #: Our Pings whose Pongs are still awaited, at most (older ones are forgotten).
 _PINGS_REMEMBERED: Final = 32
 
@@ -141,6 +144,8 @@ class Connection:
         #: The pushState of the last StateChange received (handed out or not).
         self.received_push_state: str | None = None
         self._send_lock = threading.Lock()
+        #: Writes and chunks of writes completed: it moves while a long send progresses.
+        self.sent = 0
         self._send_timeout = 0.0  # SO_SNDTIMEO now set, in seconds; 0 means none
         self._closing = False
         #: Set when a send broke the framing (interrupted half-way): why the stream ends.
@@ -200,13 +205,22 @@ class Connection:
         finally:
             self._send_lock.release()
 
-    def ping(self, payload: bytes) -> None:
-        """Send a Ping; its Pong will not count toward starvation."""
-        with self._send_lock:
+    def ping(self, payload: bytes, *, wait: bool = True) -> bool:
+        """Send a Ping; its Pong will not count toward starvation.
+
+        With ``wait=False`` nothing is sent, and False returned, while another send holds
+        the socket (the keepalive must not queue behind a send the peer does not read).
+        """
+        if not self._send_lock.acquire(blocking=wait):
+            return False
+        try:
             self.check_open()
             with self._pings_lock:
                 self._pings.append(payload)
             self._write(Opcode.PING, payload)
+        finally:
+            self._send_lock.release()
+        return True
 
     def _answers_our_ping(self, payload: bytes) -> bool:
         """The reader: a Pong with this payload answers one of our Pings (and older ones:
@@ -237,7 +251,7 @@ class Connection:
         try:
             if deadline is None:
                 self._set_send_timeout(0.0)
-                self._sock.sendall(frame)
+                self._send_all(frame)
             else:
                 self._send_by(frame, deadline)
         except OSError as exc:
@@ -256,6 +270,21 @@ class Connection:
                 TransportError(f"a send to {self.url} was interrupted half-way; connection dropped")
             )
             raise
+
+    def _send_all(self, frame: bytes) -> None:
+        """Write ``frame`` with no deadline; a large one in chunks, counting each in
+        :attr:`sent`, so that a keepalive kept out by this send can tell a peer that reads
+        slowly from one that stopped reading."""
+        sock = self._sock
+        size = len(frame)
+        if size <= _PROGRESS_CHUNK:
+            sock.sendall(frame)
+        else:
+            view = memoryview(frame)
+            for start in range(0, size, _PROGRESS_CHUNK):
+                sock.sendall(view[start : start + _PROGRESS_CHUNK])
+                self.sent += 1
+        self.sent += 1
 
     def _break(self, fault: TransportError) -> None:
         """A send failed half-way: the stream is finished, and ends with ``fault``."""
@@ -286,6 +315,7 @@ class Connection:
                     if view is None:
                         view = memoryview(frame)
                     sent += sock.send(view[sent : sent + _SEND_CHUNK])
+                    self.sent += 1
             except BlockingIOError:
                 if deadline - time.monotonic() <= 0:
                     raise

@@ -479,11 +479,17 @@ class Supervisor:
         """Keepalive until ``link`` ends (True) or close() is called (False).
 
         A reader paused on a full inbox (the application is slow) cannot read Pongs: it
-        is not a dead peer, so silence does not count while it is paused.
+        is not a dead peer, so silence does not count while it is paused. A Ping never
+        waits behind another send: while one holds the socket, the Ping is due and the
+        clock runs, and that send's progress (the peer taking our bytes) is the sign of
+        life; one that makes none for ``ping_timeout`` is a peer that stopped reading.
         """
         inner = link.inner
+        conn = inner._conn  # the progress of a send that holds the socket
         interval, limit = self.settings.ping_interval, self.settings.ping_timeout
-        ping_sent: float | None = None
+        ping_sent: float | None = None  # when the pending Ping went out, or was first due
+        held: int | None = None  # conn.sent when another send kept the Ping out
+        moving_at = 0.0  # when such a send was last seen to move
         while True:
             refresh: str | None = None
             with self.cond:
@@ -502,26 +508,25 @@ class Supervisor:
                         continue
                     now = time.monotonic()
                     if self.inbox.paused:
-                        ping_sent = None  # the Pong may be waiting behind unread frames
+                        ping_sent = held = None  # the Pong may be waiting behind unread frames
                         self.cond.wait(interval)
                         continue
-                    last = inner.last_activity
+                    last = max(inner.last_activity, moving_at)
                     if ping_sent is not None and last >= ping_sent:
-                        ping_sent = None  # a sign of life since the ping
+                        ping_sent = held = None  # a sign of life since the ping
+                    if held is not None and conn.sent != held:
+                        break  # the send that kept the Ping out moved: try again now
                     if ping_sent is not None:
                         if now - ping_sent >= limit:
-                            silent = now - last
-                            link.failure = KeepaliveTimeout(
-                                f"no sign of life from {self.settings.safe} for {silent:.2f} s"
-                                f" ({limit:g} s after a Ping)",
-                                silent_for=silent,
-                            )
+                            link.failure = self._dead(now - last, limit, held is not None)
                             link.down = True
                             log.warning("%s", link.failure)
                             return True
                         # Wake at the interval too: once the Pong is in, the next Ping is
-                        # due an interval after it, not when the timeout would have run out.
-                        self.cond.wait(min(ping_sent + limit - now, interval))
+                        # due an interval after it, not when the timeout would have run out;
+                        # and more often while a send holds the socket, to see it move.
+                        wake = min(ping_sent + limit - now, interval)
+                        self.cond.wait(wake if held is None else min(wake, limit / 4))
                     elif now - last >= interval:
                         break  # ping, outside the lock
                     else:
@@ -529,11 +534,31 @@ class Supervisor:
             if refresh is not None:
                 self._fetch_session(refresh)
                 continue
-            ping_sent = time.monotonic()
+            now = time.monotonic()
+            moved = held is not None and conn.sent != held
             try:
-                inner.ping(b"jmapws-%d" % next(self._pings))
+                if inner.ping(b"jmapws-%d" % next(self._pings), wait=False):
+                    ping_sent, held = now, None
+                else:  # another send holds the socket
+                    if moved:
+                        moving_at = now  # ... and still moves: the peer is reading
+                    if ping_sent is None or moved:
+                        ping_sent = now
+                    held = conn.sent
             except (TransportError, SessionClosed) as exc:
                 self.lost(link, exc)
+
+    def _dead(self, silent: float, limit: float, held: bool) -> KeepaliveTimeout:
+        """The error of a connection the keepalive found dead."""
+        why = (
+            f"a send to it made no progress for {limit:g} s"
+            if held
+            else f"{limit:g} s after a Ping"
+        )
+        return KeepaliveTimeout(
+            f"no sign of life from {self.settings.safe} for {silent:.2f} s ({why})",
+            silent_for=silent,
+        )
 
     def _fetch_session(self, state: str) -> None:
         """Fetch the Session resource again, bounded by ``connect_timeout``."""

@@ -48,7 +48,10 @@ the connection is declared dead (:class:`~jmapws_sync.KeepaliveTimeout`), droppe
 waiting for a Close reply, and replaced. A dead peer is therefore detected at most
 ``ping_interval + ping_timeout`` seconds after the last sign of life (40 s with the
 defaults). A busy connection sends no pings; an idle one wakes the supervisor twice per
-interval and costs no CPU in between.
+interval and costs no CPU in between. A Ping never waits behind another send: while a
+large send holds the socket, the bytes the peer takes are the sign of life, and a send
+that makes no progress for ``ping_timeout`` seconds after a Ping was due is a peer that
+stopped reading (the send then fails with a :class:`~jmapws_sync.TransportError`).
 
 Resume
 ------

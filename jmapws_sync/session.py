@@ -273,15 +273,18 @@ class WsSession:
         """
         self._conn.send(Opcode.TEXT, encode_bytes(WebSocketPushDisable()))
 
-    def ping(self, payload: bytes = b"") -> None:
+    def ping(self, payload: bytes = b"", *, wait: bool = True) -> bool:
         """Send a WebSocket Ping; the reader updates :attr:`last_activity` on the Pong.
 
         The Pong that answers it never counts toward :class:`StarvationError`. A payload
         over 125 bytes (RFC 6455 §5.5) is a :class:`ValueError`, before anything is sent.
+        With ``wait=False`` the Ping is not sent, and False is returned, while another
+        thread's send holds the socket (a keepalive of your own must not wait behind a
+        send to a peer that stopped reading); otherwise True.
         """
         if len(payload) > MAX_CONTROL_PAYLOAD:
             raise ValueError(f"a Ping payload is at most {MAX_CONTROL_PAYLOAD} bytes")
-        self._conn.ping(bytes(payload))
+        return self._conn.ping(bytes(payload), wait=wait)
 
     # ------------------------------------------------------------------ call()
 

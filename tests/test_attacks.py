@@ -143,3 +143,56 @@ def test_2_close_1008_after_each_handshake_is_not_a_reconnect_storm() -> None:
     assert info.value.close_code == 1008
     assert server.peers.qsize() == 2  # the first credentials, then fresh ones once
     assert auth.calls == 2
+
+
+# -- 3. a send to a peer that stopped reading does not hide it from the keepalive ---------
+
+
+def test_3_a_peer_that_stops_reading_during_a_large_send_is_found_dead() -> None:
+    """The first peer reads nothing after the handshake: a 24 MiB request fills the socket
+    buffers and its send blocks holding the send lock. The keepalive must not wait on that
+    lock: the peer is declared dead and a new connection made, and the blocked caller is
+    released with an error."""
+    release = threading.Event()
+    peers = 0
+
+    def handler(peer: Peer) -> None:
+        nonlocal peers
+        peers += 1
+        if peers == 1:
+            release.wait(WAIT)  # stop reading; the client's send fills the buffers
+            return
+        idle(peer)
+
+    big = jws.Request(
+        using=[jws.CORE],
+        method_calls=[jws.Invocation("Core/echo", {"blob": "x" * (24 << 20)}, "c0")],
+    )
+    outcome: list[BaseException | None] = []
+    with RawServer(handler) as server:
+        rs = jws.ReconnectingSession(
+            server.url, backoff=FAST, ping_interval=0.2, ping_timeout=0.5, compression=None
+        )
+        try:
+            rs.wait_connected(timeout=WAIT)
+
+            def send_big() -> None:
+                try:
+                    rs.call(big, timeout=None)
+                except (jws.JmapWsError, TimeoutError) as exc:
+                    outcome.append(exc)
+                else:
+                    outcome.append(None)
+
+            sender = threading.Thread(target=send_big, daemon=True)
+            sender.start()
+            server.next_peer(timeout=WAIT)  # the first
+            second = server.next_peer(timeout=WAIT)  # the reconnect: the dead peer was found
+            assert second is not None
+            sender.join(WAIT)
+            assert not sender.is_alive()  # the caller stuck in the send was released
+        finally:
+            release.set()
+            rs.close(timeout=WAIT)
+    assert outcome
+    assert isinstance(outcome[0], jws.TransportError)
