@@ -28,6 +28,7 @@ from .auth import basic_header
 
 __all__ = [
     "DEFAULT_PORTS",
+    "MAX_TIMEOUT",
     "Cancel",
     "Deadline",
     "Proxy",
@@ -123,8 +124,14 @@ def check_headers(headers: Mapping[str, str]) -> None:
             )
 
 
+#: The longest wait the platform's locks and sockets take (292 years on 64-bit Linux): a
+#: timeout above it means no limit, since a longer one raises OverflowError there.
+MAX_TIMEOUT: Final = threading.TIMEOUT_MAX
+
+
 def check_timeout(timeout: float | None, name: str = "timeout") -> float | None:
-    """``timeout`` as the library uses it: None (and ``math.inf``) for no limit.
+    """``timeout`` as the library uses it: None for no limit, and for ``math.inf`` and
+    anything above :data:`MAX_TIMEOUT`, so that every finite number works.
 
     :class:`ValueError` for NaN or a negative value; :class:`TypeError` for a non-number.
     """
@@ -134,7 +141,7 @@ def check_timeout(timeout: float | None, name: str = "timeout") -> float | None:
         raise TypeError(f"{name} must be a number of seconds or None")
     if math.isnan(timeout) or timeout < 0:
         raise ValueError(f"{name} must be a non-negative number of seconds or None, not {timeout}")
-    return None if timeout == math.inf else float(timeout)
+    return None if timeout > MAX_TIMEOUT else float(timeout)
 
 
 # ---------------------------------------------------------------------------- time

@@ -33,7 +33,7 @@ from typing import Any
 import attrs
 
 from ._inbox import Inbox, Marker
-from ._net import Cancel
+from ._net import Cancel, check_timeout
 from .auth import Auth
 from .client import connect
 from .discovery import fetch_session
@@ -363,7 +363,7 @@ class Supervisor:
         with self.cond:
             if delay > 0:
                 log.debug("%s: next connection attempt in %.2f s", self.settings.safe, delay)
-                return self.cond.wait_for(lambda: self.closing, delay)
+                return self.cond.wait_for(lambda: self.closing, check_timeout(delay))
             return self.closing
 
     def _give_up(self, error: BaseException) -> None:

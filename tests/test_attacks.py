@@ -33,7 +33,9 @@ import jmapws_sync as jws
 from jmapws_sync._deflate import Inflater, Params
 from jmapws_sync._framing import FrameReader
 from jmapws_sync.policy import Backoff
+from jmapws_sync.testing import ReferenceServer
 
+from .conftest import ALICE as USER_AUTH
 from .support.httpfixtures import HttpServer, Reply, redirect, session_body
 from .support.rawws import CLOSE, CONT, TEXT, Peer, RawServer, echo_requests, idle
 
@@ -196,3 +198,59 @@ def test_3_a_peer_that_stops_reading_during_a_large_send_is_found_dead() -> None
             rs.close(timeout=WAIT)
     assert outcome
     assert isinstance(outcome[0], jws.TransportError)
+
+
+# -- 4. any finite non-negative timeout works ---------------------------------------------
+
+HUGE = [1e10, 1e300]  # above threading.TIMEOUT_MAX: OverflowError from the platform's waits
+
+
+@pytest.mark.parametrize("huge", HUGE)
+def test_4_huge_timeouts_work_on_a_session(server: ReferenceServer, huge: float) -> None:
+    resource = jws.fetch_session(server.base_url, auth=USER_AUTH, timeout=huge)
+    assert resource.websocket is not None
+    ws = jws.connect(server.base_url, auth=USER_AUTH, timeout=huge)
+    ws.enable_push()
+    ws.call(ECHO, timeout=huge)
+    server.change_note("alice", title="one")
+    assert isinstance(ws.next_frame(timeout=huge), jws.StateChange)
+    server.change_note("alice", title="two")
+    assert next(ws.changes(timeout=huge)).changed
+    ws.close(timeout=huge)
+    assert ws.closed
+
+
+@pytest.mark.parametrize("huge", HUGE)
+def test_4_huge_timeouts_and_keepalive_work_on_a_reconnecting_session(
+    server: ReferenceServer, huge: float
+) -> None:
+    rs = jws.ReconnectingSession(
+        server.base_url,
+        auth=USER_AUTH,
+        push=True,
+        ping_interval=huge,
+        ping_timeout=huge,
+        connect_timeout=huge,
+        close_timeout=huge,
+    )
+    try:
+        rs.wait_connected(timeout=huge)
+        for _ in range(3):  # the supervisor died at its first keepalive wait, before
+            rs.call(ECHO, timeout=huge)
+        server.change_note("alice", title="three")
+        assert isinstance(rs.next_frame(timeout=huge), jws.StateChange)
+        assert rs.fresh_session(timeout=huge) is not None
+    finally:
+        rs.close(timeout=huge)
+
+
+def test_4_a_huge_backoff_delay_waits_instead_of_killing_the_supervisor() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]  # closed when the block ends: connections refused
+    endless = Backoff(first=(1e10, 1e10), ceiling=1e10)
+    rs = jws.ReconnectingSession(f"ws://127.0.0.1:{port}/jmap/ws", backoff=endless)
+    try:
+        with pytest.raises(TimeoutError):  # before the fix: TransportError, supervisor failed
+            rs.wait_connected(timeout=3)
+    finally:
+        rs.close(timeout=WAIT)
