@@ -40,10 +40,12 @@ def connect(
     WebSocket URL (:func:`~jmapws_sync.discovery.websocket_url`: no downgrade from https
     to ws) and opens a :class:`~jmapws_sync.WsSession` whose ``session`` attribute holds
     the resource. The same TLS context and proxy serve both steps; ``auth`` is called for
-    each, and its credentials go only to the origin of ``url``: when the Session resource
-    (or a redirect to it) names a WebSocket on another origin, the handshake is made
-    without them (a server there that wants them answers 401:
-    :class:`~jmapws_sync.AuthenticationError`). ``timeout`` bounds discovery and
+    each, and its credentials go only where the origin of ``url`` sends them: to that origin,
+    and to the WebSocket named by a Session resource that origin served itself. When a
+    redirect led discovery to another origin (which got no credentials), the resource it
+    served is not vouched for: its WebSocket gets them only if it is on the origin of
+    ``url``, else the handshake is made without them (a server there that wants them
+    answers 401: :class:`~jmapws_sync.AuthenticationError`). ``timeout`` bounds discovery and
     handshake together; ``cancel`` aborts either from another thread. ``session_options`` go to
     :meth:`WsSession.open <jmapws_sync.WsSession.open>` (``max_message_size``,
     ``max_queue``, ``headers``...).
@@ -67,7 +69,10 @@ def connect(
         cancel=cancel,
     )
     ws_url = websocket_url(resource)
-    trusted = auth is None or same_origin(url, ws_url)
+    # The origin the user named got the credentials, so the WebSocket its own Session
+    # resource names is its word; a resource from elsewhere (after a redirect) is not.
+    vouched = same_origin(url, resource.url)
+    trusted = auth is None or vouched or same_origin(url, ws_url)
     if not trusted:
         log.debug(
             "credentials not sent to %s: not the origin of %s", safe_url(ws_url), safe_url(url)

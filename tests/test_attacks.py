@@ -36,7 +36,7 @@ from jmapws_sync.policy import Backoff
 from jmapws_sync.testing import ReferenceServer
 
 from .conftest import ALICE as USER_AUTH
-from .support.httpfixtures import HttpServer, Reply, redirect, session_body
+from .support.httpfixtures import HttpServer, Reply, json_reply, redirect, session_body
 from .support.rawws import CLOSE, CONT, TEXT, Peer, RawServer, echo_requests, idle
 
 PASSWORD = "pw-4b1e-attack-SECRET"
@@ -109,6 +109,17 @@ def test_1_the_same_origin_still_gets_them() -> None:
         with jws.connect(f"http://127.0.0.1:{b.port}", auth=ALICE, timeout=WAIT) as ws:
             ws.call(ECHO, timeout=WAIT)
     assert [headers.get("authorization") for _, headers in b.requests] == [BASIC, BASIC]
+
+
+def test_1_a_session_resource_the_named_origin_serves_vouches_for_its_websocket() -> None:
+    """RFC 8620 clients follow the URLs their server's Session resource names: when the
+    origin the user named (which got the credentials) serves it, its WebSocket elsewhere
+    gets them too. Only a resource reached through a cross-origin redirect is not trusted."""
+    with RawServer(echo_requests) as b, HttpServer({"/.well-known/jmap": Reply(200)}) as a:
+        a.routes["/.well-known/jmap"] = json_reply(_ws_session(b.port))
+        with jws.connect(a.origin, auth=ALICE, timeout=WAIT) as ws:
+            ws.call(ECHO, timeout=WAIT)
+    assert [headers.get("authorization") for _, headers in b.requests] == [BASIC]
 
 
 # -- 2. close 1008 after every handshake: one try with fresh credentials, no storm ----------
@@ -254,3 +265,62 @@ def test_4_a_huge_backoff_delay_waits_instead_of_killing_the_supervisor() -> Non
             rs.wait_connected(timeout=3)
     finally:
         rs.close(timeout=WAIT)
+
+
+# -- 5. a message in tiny fragments costs about its size, not 56 times it ------------------
+
+
+def _one_byte_fragments(size: int) -> Iterator[bytes]:
+    """The reads a FrameReader makes of a ``size``-byte text message in 1-byte frames."""
+    yield b"\x01\x01"  # TEXT, not final, 1 byte
+    yield b"a"
+    for _ in range(size - 2):
+        yield b"\x00\x01"  # CONT, not final
+        yield b"a"
+    yield b"\x80\x01"  # CONT, final
+    yield b"a"
+
+
+def test_5_a_message_in_one_byte_fragments_is_reassembled_in_bounded_memory() -> None:
+    size = 512 * 1024
+    chunks = _one_byte_fragments(size)
+    reader = FrameReader(lambda n: next(chunks), max_message_size=size)
+    tracemalloc.start()
+    try:
+        opcode, message = reader.read()
+        while opcode == CONT:
+            opcode, message = reader.read()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert message == "a" * size
+    assert peak < 4 * size  # one list item per fragment was ~56 bytes per payload byte
+
+
+def test_5_over_a_socket_too() -> None:
+    size = 256 * 1024
+    payload = json.dumps({"@type": "X-Big", "p": "a" * (size - 30)}).encode()
+    data = b"".join(  # built before measuring
+        [b"\x01\x01" + payload[:1]]
+        + [b"\x00\x01" + payload[i : i + 1] for i in range(1, len(payload) - 1)]
+        + [b"\x80\x01" + payload[-1:]]
+    )
+
+    def handler(peer: Peer) -> None:
+        peer.send_raw(data)
+        idle(peer)
+
+    with RawServer(handler) as server:
+        tracemalloc.start()
+        try:
+            ws = jws.WsSession.open(server.url, timeout=WAIT, max_message_size=size)
+            try:
+                frame = ws.next_frame(timeout=WAIT)
+            finally:
+                ws.close(timeout=WAIT)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert isinstance(frame, jws.UnknownFrame)
+    assert frame.raw["p"] == "a" * (size - 30)
+    assert peak < 8 * size
