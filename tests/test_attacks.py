@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import gc
 import json
-import math
 import socket
 import threading
-import time
 import tracemalloc
-import weakref
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -37,7 +33,16 @@ from jmapws_sync.testing import ReferenceServer
 
 from .conftest import ALICE as USER_AUTH
 from .support.httpfixtures import HttpServer, Reply, json_reply, redirect, session_body
-from .support.rawws import CLOSE, CONT, TEXT, Peer, RawServer, echo_requests, idle
+from .support.rawws import (
+    CLOSE,
+    CONT,
+    TEXT,
+    Peer,
+    RawServer,
+    echo_requests,
+    idle,
+    server_frame,
+)
 
 PASSWORD = "pw-4b1e-attack-SECRET"
 ALICE = jws.BasicAuth("alice", PASSWORD)
@@ -324,3 +329,72 @@ def test_5_over_a_socket_too() -> None:
     assert isinstance(frame, jws.UnknownFrame)
     assert frame.raw["p"] == "a" * (size - 30)
     assert peak < 8 * size
+
+
+# -- 6. messages that end with a BFINAL block: every one read, the window kept -------------
+
+HELLO_BFINAL = bytes.fromhex("f348cdc9c90700")  # RFC 7692 §7.2.3.4: "Hello", BFINAL set
+HELLO_BFINAL += b"\x00"  # ... and the empty stored block's header that follows it there
+
+
+def _bfinal_messages(texts: list[str], bits: int = 12) -> list[bytes]:
+    """Each text compressed as its own finished DEFLATE stream (BFINAL) whose window starts
+    with what the messages before it inflated to: context takeover across stream ends."""
+    window = 1 << bits
+    history = b""
+    payloads = []
+    for text in texts:
+        data = text.encode()
+        z = zlib.compressobj(9, zlib.DEFLATED, -bits)
+        if history:
+            z = zlib.compressobj(9, zlib.DEFLATED, -bits, zdict=history[-window:])
+        payloads.append(z.compress(data) + z.flush(zlib.Z_FINISH) + b"\x00")
+        history += data
+    return payloads
+
+
+def _pushes(n: int) -> list[str]:
+    # the same long account id in each: later messages are mostly back-references (not
+    # StateChanges: unread ones would merge into one)
+    account = "account-" + "0123456789abcdef" * 8
+    return [json.dumps({"@type": "X-Note", "account": account, "n": k}) for k in range(n)]
+
+
+def test_6_the_rfc_example_twice_and_back_references_across_bfinal_inflate() -> None:
+    texts = _pushes(3)
+    payloads = _bfinal_messages(texts)
+    assert len(payloads[2]) < len(texts[2]) // 4  # it really refers to earlier messages
+    frames = [HELLO_BFINAL, HELLO_BFINAL, *payloads, HELLO_BFINAL]
+    data = b"".join(server_frame(TEXT, p, rsv=4) for p in frames)
+    stream = iter([data])
+    buffer = bytearray()
+
+    def read_exact(n: int) -> bytes:
+        while len(buffer) < n:
+            buffer.extend(next(stream))
+        chunk = bytes(buffer[:n])
+        del buffer[:n]
+        return chunk
+
+    params = Params("permessage-deflate", server_bits=12)
+    reader = FrameReader(read_exact, max_message_size=1 << 20, inflater=Inflater(params))
+    got = [reader.read()[1] for _ in frames]
+    assert got == ["Hello", "Hello", *texts, "Hello"]
+
+
+def test_6_pushes_ending_in_bfinal_all_arrive_over_a_socket() -> None:
+    texts = _pushes(20)
+    payloads = _bfinal_messages(texts)
+
+    def handler(peer: Peer) -> None:
+        for payload in payloads:
+            peer.send_raw(server_frame(TEXT, payload, rsv=4))
+        idle(peer)
+
+    header = "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=12\r\n"
+    with (
+        RawServer(handler, extra_headers=header) as server,
+        jws.WsSession.open(server.url, timeout=WAIT, close_timeout=1) as ws,
+    ):
+        frames = [ws.next_frame(timeout=WAIT) for _ in texts]
+    assert [f.raw["n"] for f in frames if isinstance(f, jws.UnknownFrame)] == list(range(20))
