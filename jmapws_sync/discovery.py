@@ -63,6 +63,7 @@ from .errors import (
     SessionClosed,
     SessionError,
     challenge_scheme,
+    retry_after,
     translate,
 )
 from .resource import (
@@ -310,7 +311,11 @@ def _read_reply(url: str, reply: _Reply) -> SessionResource:
             scheme=challenge_scheme(reply.headers.get("WWW-Authenticate")),
         )
     if not 200 <= status < 300:
-        raise SessionError(f"{safe} answered HTTP {status} {reply.reason}".rstrip(), status=status)
+        raise SessionError(
+            f"{safe} answered HTTP {status} {reply.reason}".rstrip(),
+            status=status,
+            retry_after=retry_after(reply.headers.get("Retry-After")),
+        )
     if len(reply.body) > MAX_SESSION_SIZE:
         raise SessionError(f"the Session resource at {safe} is larger than {MAX_SESSION_SIZE}")
     return parse_session_json(reply.body, url)

@@ -36,8 +36,11 @@ private data; attributes such as ``RequestFailed.problem`` hold the details.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import http.client
 import ssl
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +70,7 @@ __all__ = [
     "WebSocketProtocolError",
     "WebSocketUnavailable",
     "challenge_scheme",
+    "retry_after",
     "translate",
 ]
 
@@ -170,10 +174,17 @@ class SessionClosed(JmapWsError):
 
 
 class HandshakeError(JmapWsError):
-    """The server did not accept the WebSocket upgrade (``status`` is the HTTP status)."""
+    """The server did not accept the WebSocket upgrade.
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    ``status`` is the HTTP status; ``retry_after`` the seconds its ``Retry-After`` header
+    asked the client to wait (429, 503), or None.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         self.status = status
+        self.retry_after = retry_after
         super().__init__(message)
 
 
@@ -205,14 +216,22 @@ class SessionError(JmapWsError):
     """The JMAP Session resource (RFC 8620 §2) could not be fetched or is not valid.
 
     ``status`` is the HTTP status when the server answered with an error, ``field`` the
-    name of the offending member when the body was not a valid Session resource.
+    name of the offending member when the body was not a valid Session resource,
+    ``retry_after`` the seconds the answer's ``Retry-After`` header asked the client to
+    wait (429, 503), or None.
     """
 
     def __init__(
-        self, message: str, *, status: int | None = None, field: str | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        field: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.status = status
         self.field = field
+        self.retry_after = retry_after
         super().__init__(message)
 
 
@@ -268,6 +287,24 @@ def challenge_scheme(header: str | None) -> str | None:
     return header.split(None, 1)[0].rstrip(",") or None
 
 
+def retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """The seconds a ``Retry-After`` header value asks to wait (RFC 9110 §10.2.3): a
+    number of seconds, or an HTTP-date (counted from ``now``, the epoch seconds, by default
+    the clock; a date in the past is 0). None for no value or one that is neither."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000": RFC 5322's unknown zone; HTTP dates are UTC
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
 def translate(exc: BaseException, url: str, *, action: str, timed_out: bool = False) -> Exception:
     """The exception of our tree for what ``socket``, ``ssl``, ``http.client`` or
     websocket-client raised while ``action`` (e.g. "connecting to") the safe ``url``.
@@ -289,7 +326,11 @@ def translate(exc: BaseException, url: str, *, action: str, timed_out: bool = Fa
                 status=status,
                 scheme=challenge_scheme(headers.get("www-authenticate")),
             )
-        return HandshakeError(f"{url} refused the WebSocket upgrade (HTTP {status})", status=status)
+        return HandshakeError(
+            f"{url} refused the WebSocket upgrade (HTTP {status})",
+            status=status,
+            retry_after=retry_after(headers.get("retry-after")),
+        )
     if timed_out or isinstance(exc, TimeoutError | websocket.WebSocketTimeoutException):
         return TimeoutError(f"{action} {url} timed out")
     if isinstance(exc, ssl.SSLCertVerificationError):

@@ -115,6 +115,15 @@ def classify(error: BaseException | None) -> Verdict:
     return Verdict.FATAL
 
 
+def _retry_after(error: BaseException | None) -> float | None:
+    """The ``Retry-After`` seconds an error (or the cause of a SessionClosed) carries."""
+    while isinstance(error, SessionClosed):
+        error = error.cause
+    if isinstance(error, HandshakeError | SessionError):
+        return error.retry_after
+    return None
+
+
 @attrs.frozen
 class Backoff:
     """Exponential backoff with jitter: when to try connecting again.
@@ -203,6 +212,9 @@ class RetryState:
         if verdict is not Verdict.RETRY:
             return Decision(Action.GIVE_UP), self
         delay, base = self.backoff.step(self.base, rng)
+        asked = _retry_after(error)
+        if asked is not None:  # the server's word, within the ceiling
+            delay = max(delay, min(asked, self.backoff.ceiling))
         return Decision(Action.WAIT, delay), attrs.evolve(self, base=base)
 
     def attempted(self) -> RetryState:

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import email.utils
 import json
+import random
 import socket
 import threading
+import time
 import tracemalloc
 import zlib
 from collections.abc import Iterator
@@ -26,13 +29,15 @@ from typing import Any
 import pytest
 
 import jmapws_sync as jws
+from jmapws_sync import policy
 from jmapws_sync._deflate import Inflater, Params
 from jmapws_sync._framing import FrameReader
+from jmapws_sync.errors import retry_after
 from jmapws_sync.policy import Backoff
 from jmapws_sync.testing import ReferenceServer
 
 from .conftest import ALICE as USER_AUTH
-from .support.httpfixtures import HttpServer, Reply, json_reply, redirect, session_body
+from .support.httpfixtures import HttpServer, Reply, Seen, json_reply, redirect, session_body
 from .support.rawws import (
     CLOSE,
     CONT,
@@ -398,3 +403,63 @@ def test_6_pushes_ending_in_bfinal_all_arrive_over_a_socket() -> None:
     ):
         frames = [ws.next_frame(timeout=WAIT) for _ in texts]
     assert [f.raw["n"] for f in frames if isinstance(f, jws.UnknownFrame)] == list(range(20))
+
+
+# -- 7. Retry-After: no retry sooner than the server asked, within the backoff's ceiling ---
+
+
+def test_7_retry_after_is_read_as_seconds_or_a_date() -> None:
+    date = "Wed, 21 Oct 2015 07:28:00 GMT"
+    then = email.utils.parsedate_to_datetime(date).timestamp()
+    assert retry_after("30") == 30.0
+    assert retry_after(" 120 ") == 120.0
+    assert retry_after(date, now=then - 45) == 45.0
+    assert retry_after(date, now=then + 45) == 0.0  # a date in the past: at once
+    for bad in (None, "", "soon", "-5", "1.5", "3e2", "٣"):
+        assert retry_after(bad) is None
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_7_a_handshake_refused_with_retry_after_keeps_the_figure(status: int) -> None:
+    with (
+        RawServer(idle, status=status, extra_headers="Retry-After: 30\r\n") as server,
+        pytest.raises(jws.HandshakeError) as info,
+    ):
+        jws.WsSession.open(server.url, timeout=WAIT)
+    assert (info.value.status, info.value.retry_after) == (status, 30.0)
+    assert policy.classify(info.value) is policy.Verdict.RETRY
+
+
+def test_7_the_backoff_waits_at_least_what_the_server_asked_and_no_more_than_its_ceiling() -> None:
+    rng = random.Random(7)
+    state = policy.RetryState(backoff=Backoff(first=(0.5, 1.0), ceiling=60.0))
+    busy = jws.SessionError("busy", status=503, retry_after=30.0)
+    (decision, _) = state.after(busy, rng)
+    assert (decision.action, decision.delay) == (policy.Action.WAIT, 30.0)
+    (decision, _) = state.after(jws.SessionClosed(cause=busy), rng)  # as the supervisor sees it
+    assert decision.delay == 30.0
+    (decision, _) = state.after(jws.HandshakeError("x", status=429, retry_after=3600.0), rng)
+    assert decision.delay == 60.0  # capped by the ceiling
+    (decision, _) = state.after(jws.SessionError("x", status=503, retry_after=0.0), rng)
+    assert 0.5 <= decision.delay <= 1.0  # below the backoff: the backoff's delay stands
+
+
+def test_7_a_reconnecting_session_does_not_retry_discovery_sooner_than_asked() -> None:
+    seen: list[float] = []
+
+    def discovery(request: Seen) -> Reply:
+        seen.append(time.monotonic())
+        if len(seen) == 1:
+            return Reply(503, {"Retry-After": "2"})
+        return json_reply(_ws_session(ws_server.port))
+
+    with (
+        RawServer(echo_requests) as ws_server,
+        HttpServer({"/.well-known/jmap": discovery}) as http,
+        jws.ReconnectingSession(
+            http.origin, backoff=Backoff(first=(0.01, 0.02), ceiling=10.0)
+        ) as rs,
+    ):
+        rs.call(ECHO, timeout=WAIT)
+    assert len(seen) == 2
+    assert seen[1] - seen[0] >= 1.9  # 0.01-0.02 s from the backoff alone
