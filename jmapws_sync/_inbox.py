@@ -135,9 +135,18 @@ class Inbox:
         log.info("%s: reading resumed", self._name)
 
     def put_marker(self, marker: Marker) -> None:
-        """Add ``marker`` at the end; never waits for room (the supervisor calls it)."""
+        """Add ``marker`` at the end; never waits for room (the supervisor calls it).
+
+        A marker right behind another one, with no frame between them, takes its place: a
+        consumer would pass both at once, and an application that reads no frames (call()
+        only) would otherwise keep one per reconnect for ever.
+        """
         with self._lock:
-            self._items.append(marker)
+            items = self._items
+            if items and isinstance(items[-1], Marker):
+                items[-1] = marker
+            else:
+                items.append(marker)
             self._arrived.notify_all()
 
     def unblock(self) -> None:

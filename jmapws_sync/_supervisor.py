@@ -26,6 +26,7 @@ import random
 import ssl
 import threading
 import time
+import traceback
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -92,6 +93,22 @@ class Settings:
     ping_interval: float | None
     ping_timeout: float
     on_reconnect: Callable[[ReconnectInfo], object] | None
+
+
+def _drop_locals(error: BaseException | None) -> None:
+    """Clear the local variables of the frames in ``error``'s tracebacks, its causes' too.
+
+    The cause of a lost connection outlives it (in :class:`ReconnectInfo`, which the
+    application may keep); its traceback's frames are the dead connection's reader, whose
+    locals hold the connection, its socket, buffers and zlib streams. The traceback still
+    prints (file, line, function); only the variables go.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if error.__traceback__ is not None:
+            traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
 
 
 class Boundary(Marker):
@@ -601,4 +618,5 @@ class Supervisor:
             if inner.received_push_state is not None:
                 self.resume_state = inner.received_push_state
             self.cond.notify_all()
+        _drop_locals(cause)
         return _Lost(cause, inner.close_code, at)

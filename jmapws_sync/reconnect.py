@@ -69,8 +69,11 @@ The application learns of a reconnect through ``on_reconnect(info)``: called wit
 :meth:`changes`), at the exact point of the stream where the new connection starts, before
 its first frame. ``info.push_resumed`` says whether the server was asked to replay from a
 pushState; when it is False (no pushState known yet), or when the server is one that does
-not replay, the application should fall back to ``/changes`` calls. :attr:`reconnects`
-and :attr:`last_reconnect` tell the same to threads that do not read frames.
+not replay, the application should fall back to ``/changes`` calls. Reconnects with no
+frame between them are reported once, by the latest one (``info.count`` tells how many
+there were): the stream holds one marker where they happened, so an application that
+never reads frames (``call()`` only) holds nothing per reconnect. :attr:`reconnects` and
+:attr:`last_reconnect` tell the same to threads that do not read frames.
 
 Thread safety
 -------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import email.utils
+import gc
 import json
 import random
 import socket
@@ -30,6 +31,7 @@ import pytest
 
 import jmapws_sync as jws
 from jmapws_sync import policy
+from jmapws_sync._connection import Connection
 from jmapws_sync._deflate import Inflater, Params
 from jmapws_sync._framing import FrameReader
 from jmapws_sync.errors import retry_after
@@ -463,3 +465,60 @@ def test_7_a_reconnecting_session_does_not_retry_discovery_sooner_than_asked() -
         rs.call(ECHO, timeout=WAIT)
     assert len(seen) == 2
     assert seen[1] - seen[0] >= 1.9  # 0.01-0.02 s from the backoff alone
+
+
+# -- 8. a call-only ReconnectingSession keeps flat memory however often it reconnects -------
+
+
+def _reset_at_once(peer: Peer) -> None:
+    peer.reset()
+
+
+def test_8_three_hundred_resets_leave_no_marker_and_no_dead_connection_behind() -> None:
+    """Nobody reads frames (call() only): each reconnect's boundary used to stay in the
+    inbox for ever, and through its cause's traceback the dead connection it ended."""
+    instant = Backoff(first=(0.0, 0.001), factor=1.0, ceiling=0.001, jitter=0.0)
+    with RawServer(_reset_at_once) as server:
+        rs = jws.ReconnectingSession(server.url, backoff=instant, connect_timeout=WAIT)
+        try:
+            for _ in range(300):
+                server.next_peer(timeout=WAIT)
+            inbox = rs._sup.inbox  # the leak was in there
+            assert len(inbox) <= 1
+            gc.collect()
+            alive = [o for o in gc.get_objects() if isinstance(o, Connection)]
+            assert len(alive) <= 3  # the current one, one being opened, one being dropped
+        finally:
+            rs.close(timeout=WAIT)
+    assert rs.reconnects >= 290
+
+
+def _tracebacks(error: BaseException | None) -> list[Any]:
+    found = []
+    while error is not None:
+        if error.__traceback__ is not None:
+            found.append(error.__traceback__)
+        error = error.__cause__ or error.__context__
+    return found
+
+
+def test_8_a_reconnect_info_kept_by_the_application_does_not_keep_its_connection() -> None:
+    """An application that logs every ReconnectInfo and keeps them keeps their causes, not
+    the dead connections their tracebacks' frames referred to."""
+    instant = Backoff(first=(0.0, 0.001), factor=1.0, ceiling=0.001, jitter=0.0)
+    kept: list[jws.ReconnectInfo] = []
+    with RawServer(_reset_at_once) as server:
+        rs = jws.ReconnectingSession(server.url, backoff=instant, connect_timeout=WAIT)
+        try:
+            for n in range(60):
+                server.next_peer(timeout=WAIT)
+                info = rs.last_reconnect
+                if n % 5 == 4 and info is not None and info not in kept:
+                    kept.append(info)
+            gc.collect()
+            alive = [o for o in gc.get_objects() if isinstance(o, Connection)]
+        finally:
+            rs.close(timeout=WAIT)
+    assert len(kept) >= 5
+    assert all(_tracebacks(info.cause) for info in kept)  # still there to be printed
+    assert len(alive) <= 3
