@@ -7,21 +7,33 @@ from an environment variable, a file, or a prompt.
 Exit statuses: 0 success; 1 another jmapws_sync error; 2 usage or input error (checked
 before anything is sent); 3 authentication refused; 4 connection failed (transport,
 handshake, timeout); 5 the server rejected the request; 6 ``serve``'s port is in use;
-130 interrupted (Ctrl-C).
+130 interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM; 128 + 15, as a shell reports a
+process that SIGTERM ended).
+
+``listen`` and ``serve`` end the same way on SIGTERM as on Ctrl-C: ``listen`` closes its
+session with a close handshake (1000), ``serve`` closes every connection (1001) and stops
+listening. The SIGTERM handler is installed only while one of them runs in the main
+thread (not when :func:`main` is called from another thread), then the previous one is
+put back; a SIGTERM that was ignored when the command started stays ignored, as SIGINT
+does in Python. A second SIGTERM during the close is ignored: the close is bounded by its
+own timeout.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import getpass
 import json
 import logging
 import math
 import os
+import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import FrameType
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -49,7 +61,8 @@ __all__ = ["main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_CONNECT, EXIT_REQUEST = 0, 1, 2, 3, 4, 5
 EXIT_PORT_IN_USE = 6
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process Ctrl-C killed
+EXIT_TERMINATED = 143  # 128 + SIGTERM, likewise
 
 _EPILOG = """\
 credentials: --user NAME takes the password from $JMAP_PASSWORD (or --password-env VAR,
@@ -57,12 +70,48 @@ credentials: --user NAME takes the password from $JMAP_PASSWORD (or --password-e
 
 exit status: 0 ok, 1 other error, 2 usage or input error, 3 authentication refused,
 4 connection failed, 5 request rejected by the server, 6 (serve) the port is in use,
-130 interrupted.
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM; listen and serve close cleanly first).
 """
 
 
 class UsageError(Exception):
     """Bad command-line input; exits with status 2."""
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: the command unwinds as it does on Ctrl-C (a
+    KeyboardInterrupt, so every ``with`` closes what it opened), and exits 143."""
+
+
+#: The commands that run until they are stopped, and so stop on SIGTERM as on Ctrl-C.
+_UNTIL_STOPPED = frozenset({"listen", "serve"})
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Once: a second SIGTERM must not interrupt the close the first one started.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt(wanted: bool) -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`_Terminated` in the main thread; the
+    previous handler is put back afterwards. Nothing is installed when not ``wanted``,
+    outside the main thread (where signal handlers cannot be set), when SIGTERM is
+    ignored (as a parent asked), or when its handler was not set from Python (it could not
+    be put back)."""
+    if not wanted or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is None or previous == signal.SIG_IGN:
+        yield
+        return
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ---------------------------------------------------------------------- credentials
@@ -421,8 +470,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     try:
         if args.command in ("session", "call", "listen"):
             _check_client(args)
-        status: int = args.func(args, stream)
+        with _sigterm_as_interrupt(args.command in _UNTIL_STOPPED):
+            status: int = args.func(args, stream)
         stream.flush()  # here, not at exit: a reader gone away is a BrokenPipeError below
+    except _Terminated:
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:

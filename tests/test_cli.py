@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import queue
 import signal
@@ -12,7 +13,9 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -21,6 +24,7 @@ from jmapws_sync.cli import main
 from jmapws_sync.testing import ReferenceServer
 
 from .conftest import USERS
+from .support.children import cli_argv
 
 ECHO = {"using": [jws.CORE], "methodCalls": [["Core/echo", {"x": 1}, "c0"]]}
 
@@ -140,7 +144,7 @@ def test_listen_prints_changes_and_survives_a_server_restart() -> None:
     """`listen` prints StateChange lines, reconnects after a restart, resumes, exits 130 on ^C."""
     first = ReferenceServer(users=USERS).start()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jmapws_sync", "listen", first.base_url, "--user", "alice"],
+        cli_argv("listen", first.base_url, "--user", "alice"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -203,7 +207,7 @@ def test_usage_error_exits_2() -> None:
 def test_serve_runs_in_the_foreground_until_interrupted() -> None:
     """`python -m jmapws_sync serve` serves users from --user and stops on Ctrl-C (status 130)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jmapws_sync", "serve", "--port", "0", "--user", "bob:pw-bob"],
+        cli_argv("serve", "--port", "0", "--user", "bob:pw-bob"),
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -223,6 +227,195 @@ def test_serve_runs_in_the_foreground_until_interrupted() -> None:
             proc.wait(5)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+class _CloseCodes(logging.Handler):
+    """The close code of each WebSocket connection the reference server ends, as its hub
+    logs it at DEBUG ("WebSocket connection for USER closed (CODE)"), in a queue."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.codes: queue.Queue[object] = queue.Queue()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("WebSocket connection for") and isinstance(record.args, tuple):
+            self.codes.put(record.args[-1])
+
+
+@contextlib.contextmanager
+def _close_codes() -> Iterator[queue.Queue[object]]:
+    hub = logging.getLogger("jmapws_sync.testing.hub")
+    handler, level = _CloseCodes(), hub.level
+    hub.addHandler(handler)
+    hub.setLevel(logging.DEBUG)
+    try:
+        yield handler.codes
+    finally:
+        hub.removeHandler(handler)
+        hub.setLevel(level)
+
+
+def _lines_of(stream: IO[str]) -> queue.Queue[str | None]:
+    """A thread reading ``stream`` into a queue of lines, ``None`` at EOF."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, name="test-cli-stdout", daemon=True).start()
+    return lines
+
+
+def _rest(lines: queue.Queue[str | None], timeout: float = 10.0) -> list[str]:
+    """The lines up to EOF."""
+    rest = []
+    while (line := lines.get(timeout=timeout)) is not None:
+        rest.append(line)
+    return rest
+
+
+def test_listen_stops_on_sigterm_with_a_close_handshake() -> None:
+    """SIGTERM ends `listen` as Ctrl-C does: a clean close (1000), status 143, whole lines."""
+    with ReferenceServer(users=USERS) as server, _close_codes() as codes:
+        proc = subprocess.Popen(
+            cli_argv("listen", server.base_url, "--user", "alice", "--types", "Note"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "JMAP_PASSWORD": USERS["alice"]},
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stderr is not None
+            lines = _lines_of(proc.stdout)
+            assert server.wait_for_connections(1, timeout=10)
+            first = None
+            for n in range(50):  # push is on once the listener's barrier call is answered
+                server.change_note("alice", title=f"change {n}")
+                with contextlib.suppress(queue.Empty):
+                    first = lines.get(timeout=0.2)
+                    break
+            assert first is not None
+            server.change_note("alice", title="the last change")
+            account = server.account_id("alice")
+            final = server.store.state(account)
+            printed = [first]
+            while json.loads(printed[-1])["changed"][account]["Note"] != final:
+                printed.append(str(lines.get(timeout=10)))  # pushed in order: the last one
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=15) == 143  # 128 + SIGTERM, as README says
+            assert _rest(lines) == []  # nothing more, nothing cut off
+            assert proc.stderr.read() == ""  # no traceback, no error line
+            assert codes.get(timeout=10) == 1000  # the listener sent its Close first
+            assert server.wait_for_connections(0, timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+    # Every line is whole: a StateChange ending in a newline.
+    assert all(line.endswith("\n") for line in printed)
+    assert {json.loads(line)["@type"] for line in printed} == {"StateChange"}
+
+
+def test_serve_stops_on_sigterm_and_closes_its_connections() -> None:
+    """SIGTERM ends `serve` as Ctrl-C does: connections closed with 1001, status 143."""
+    proc = subprocess.Popen(
+        cli_argv("serve", "--port", "0", "--user", "bob:pw-bob"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        lines = _lines_of(proc.stdout)
+        banner = [lines.get(timeout=15)]
+        while banner[-1] is not None and not banner[-1].startswith("press Ctrl-C"):
+            banner.append(lines.get(timeout=15))
+        base_url = str(banner[0]).rsplit(" ", 1)[-1].strip()
+        assert base_url.startswith("http://127.0.0.1:")
+        with jws.connect(base_url, auth=jws.BasicAuth("bob", "pw-bob"), timeout=5) as ws:
+            ws.call(jws.Request(using=[jws.CORE], method_calls=[]), timeout=5)
+            proc.send_signal(signal.SIGTERM)
+            assert ws.next_frame(timeout=15) is None  # a clean end of the stream...
+            assert ws.close_code == 1001  # ...the server's "going away"
+        assert proc.wait(timeout=15) == 143  # 128 + SIGTERM, as README says
+        assert _rest(lines) == []
+        assert proc.stderr.read() == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    assert banner[0] == f"reference JMAP server on {base_url}\n"  # the whole banner
+    assert str(banner[1]).startswith(f"  session: {base_url}/")
+    assert banner[2:] == ["  users:   bob\n", "press Ctrl-C to stop\n"]
+    with pytest.raises(OSError):  # nothing listens there any more
+        socket.create_connection(("127.0.0.1", int(base_url.rsplit(":", 1)[1])), timeout=5)
+
+
+class _Banner(io.StringIO):
+    """Output that tells when `serve` has printed its whole banner."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shown = threading.Event()
+
+    def write(self, text: str) -> int:
+        n = super().write(text)
+        if text.startswith("press Ctrl-C"):
+            self.shown.set()
+        return n
+
+
+def test_sigterm_in_process_ends_serve_and_the_handler_is_put_back() -> None:
+    """main() in the main thread: SIGTERM ends `serve` (143), then the old handler is back."""
+    heard: list[int] = []
+
+    def replaced(signum: int, frame: object) -> None:  # ends the command too, but with 130
+        heard.append(signum)
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, replaced)
+    fallback = signal.getsignal(signal.SIGTERM)
+    out = _Banner()
+
+    def terminate() -> None:
+        if out.shown.wait(15):
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+
+    sender = threading.Thread(target=terminate, daemon=True)
+    try:
+        sender.start()
+        assert main(["serve", "--port", "0"], out=out) == 143
+        assert signal.getsignal(signal.SIGTERM) is fallback
+        assert heard == []  # the command's handler took it, not the one it replaced
+    finally:
+        sender.join(20)
+        signal.signal(signal.SIGTERM, old)
+
+
+def test_main_in_another_thread_sets_no_signal_handler(
+    server: ReferenceServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """main() outside the main thread runs `listen` as usual (here: refused, status 3)."""
+    monkeypatch.setenv("JMAP_PASSWORD", "not-the-password")
+    before = signal.getsignal(signal.SIGTERM)
+    results: list[tuple[int, str]] = []
+    argv = ["listen", server.base_url, "--user", "alice", "--timeout", "5"]
+    worker = threading.Thread(target=lambda: results.append(run(argv)))
+    worker.start()
+    worker.join(30)
+    assert results == [(3, "")]
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_serve_rejects_a_malformed_user() -> None:

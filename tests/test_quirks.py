@@ -12,7 +12,6 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 
@@ -22,6 +21,7 @@ import jmapws_sync as jws
 from jmapws_sync.testing import CYRUS_QUIRKS, ReferenceServer
 
 from .conftest import ALICE, USERS
+from .support.children import cli_argv
 
 ECHO = jws.Request(using=[jws.CORE], method_calls=[jws.Invocation("Core/echo", {}, "e")])
 
@@ -122,7 +122,7 @@ def test_reconnecting_session_push_without_types_hears_changes(
 def test_listen_without_types_prints_a_change(cyrus_like: ReferenceServer) -> None:
     """`jmapws-sync listen URL --user alice` (no --types) prints a StateChange line."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jmapws_sync", "listen", cyrus_like.base_url, "--user", "alice"],
+        cli_argv("listen", cyrus_like.base_url, "--user", "alice"),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

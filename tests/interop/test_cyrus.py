@@ -25,6 +25,7 @@ import jmapws_sync as jws
 from jmapws_sync._framing import Opcode
 from jmapws_sync.cli import main
 
+from ..support.children import cli_argv
 from .cyrus import CyrusServer
 
 pytestmark = pytest.mark.interop
@@ -257,7 +258,7 @@ def test_cli_session_and_call(cyrus: CyrusServer, monkeypatch: pytest.MonkeyPatc
 def test_cli_listen_without_types_prints_a_cyrus_state_change(cyrus: CyrusServer) -> None:
     """`jmapws-sync listen URL --user test` (no --types) prints the StateChange of new mail."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jmapws_sync", "listen", cyrus.http_url, "--user", cyrus.user],
+        cli_argv("listen", cyrus.http_url, "--user", cyrus.user),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
