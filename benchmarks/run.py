@@ -17,8 +17,8 @@ belong to the sessions alone. The workloads, the statistics and the report are i
 
 Options: ``--output PATH`` (default ``BENCHMARKS.md``; ``-`` writes nothing), ``--plot
 PATH`` (default ``benchmarks/latency.png``), ``--reps N``, ``--no-profile``, ``--only
-NAMES`` (comma-separated workloads: rt, conc, push, large, deflate, idle, connect), ``--render
-JSON`` (rewrite the report from a saved run, measuring nothing).
+NAMES`` (comma-separated workloads: rt, conc, push, flood, large, deflate, idle,
+connect), ``--render JSON`` (rewrite the report from a saved run, measuring nothing).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import conc, connect, deflate, idle, large, push, rt
+from bench import conc, connect, deflate, flood, idle, large, push, rt
 from bench import server as bench_server
 from bench.clients import jmaplib_status
 from bench.config import HERE, ROOT, WORKLOADS, Config
@@ -51,6 +51,7 @@ STEPS: tuple[tuple[str, Measure], ...] = (
     ("rt", rt.measure),
     ("conc", conc.measure),
     ("push", push.measure),
+    ("flood", flood.measure),
     ("large", large.measure),
     ("deflate", deflate.measure),
     ("connect", connect.measure),

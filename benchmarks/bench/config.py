@@ -13,7 +13,7 @@ ROOT = HERE.parent
 RUN_PY = HERE / "run.py"
 MIB = 1024 * 1024
 #: The workloads ``--only`` can name.
-WORKLOADS = ("rt", "conc", "push", "large", "deflate", "idle", "connect")
+WORKLOADS = ("rt", "conc", "push", "flood", "large", "deflate", "idle", "connect")
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Config:
     deflate_idle_sessions: int = 100
     profile_calls: int = 3000
     profile_frames: int = 50_000
+    flood_changes: int = 10_000
 
     @classmethod
     def make(cls, *, quick: bool, reps: int | None) -> Config:
@@ -58,4 +59,5 @@ class Config:
             deflate_idle_sessions=30,
             profile_calls=1000,
             profile_frames=10_000,
+            flood_changes=2_000,
         )

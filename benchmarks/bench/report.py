@@ -88,7 +88,10 @@ def _every_workload(res: Results, cfg: Config) -> list[str]:
         "Workload sizes: round trip "
         f"{cfg.rt_calls} calls per client per repetition (after {cfg.rt_warmup} warm-up calls);"
         f" concurrency {fmt(cfg.conc_seconds)} s per point; push {cfg.push_frames:,} frames"
-        f" (jmaplib {cfg.jmaplib_push_frames:,}); idle {cfg.idle_sessions} sessions for"
+        f" (jmaplib {cfg.jmaplib_push_frames:,}); push flood {cfg.flood_changes:,} Note changes"
+        " per repetition, each pushed as the server commits it, to a session nobody reads"
+        " (the default compression), while another thread calls; the baseline makes the same"
+        f" calls with no pushes; idle {cfg.idle_sessions} sessions for"
         f" {fmt(cfg.idle_seconds)} s in a fresh process; connect / close {cfg.connect_n} per"
         " repetition."
     )

@@ -1,7 +1,8 @@
 """What a run measured: per-repetition samples of every figure, keyed by a dotted name.
 
 Keys: ``rt.<client>.p50|p99|mean|server_us``, ``conc.lib|http.<threads>``,
-``push.<client>.fps|server_busy|pauses``, ``large.<size>.*``, ``idle.*``,
+``push.<client>.fps|server_busy|pauses``, ``flood.lib|base.p50|p99|max|calls`` and
+``flood.lib.rate|pending|last_ok``, ``large.<size>.*``, ``idle.*``,
 ``conn.<what>.p50|p99``, and ``ratio.<workload>.<a>/<b>`` for the ratios. A run is saved as
 JSON beside its report (:func:`dump`), so that ``run.py --render`` can rewrite the report.
 """

@@ -19,6 +19,7 @@ USERS = {
     "alice": "secret",  # round trips, concurrency, large answers, connect/close
     "flood": "secret",  # the push-drain workload: push_flood goes to this user only
     "idle": "secret",  # the 200 idle sessions
+    "flooded": "secret",  # call latency during a push flood: Note changes for this user
 }
 #: The account push_flood() floods: the "flood" user's.
 FLOOD_ACCOUNT = "a-flood"

@@ -106,6 +106,36 @@ def push_rows(res: Results, cfg: Config) -> list[Row]:
     return out
 
 
+def flood_rows(res: Results, cfg: Config) -> list[Row]:
+    """``call()`` while Note changes are pushed unread, and the same calls without."""
+    wl = "call() in a push flood"
+    out = [
+        row(res, wl, f"`call()` {stat}, {cfg.flood_changes:,} changes pushed", key, "us")
+        for stat in ("p50", "p99", "max")
+        if res.has(key := f"flood.lib.{stat}")
+    ]
+    out += [
+        row(res, wl, f"`call()` {stat}, no pushes (baseline)", key, "us")
+        for stat in ("p50", "p99", "max")
+        if res.has(key := f"flood.base.{stat}")
+    ]
+    out += [
+        row(res, wl, f"ratio {stat} flood / baseline", key, "x")
+        for stat in ("p50", "p99", "max")
+        if res.has(key := f"ratio.flood.{stat}")
+    ]
+    for figure, key, unit in (
+        ("  calls made during the flood", "flood.lib.calls", "calls"),
+        ("  calls made during the baseline", "flood.base.calls", "calls"),
+        ("  changes pushed per second", "flood.lib.rate", "changes/s"),
+        ("  frames waiting unread after the flood (merged)", "flood.lib.pending", "frames"),
+        ("  last StateChange had the final state", "flood.lib.last_ok", "% of reps"),
+    ):
+        if res.has(key):
+            out.append(row(res, wl, figure, key, unit))
+    return out
+
+
 def large_rows(res: Results, cfg: Config) -> list[Row]:
     out: list[Row] = []
     for size in cfg.large_sizes:
@@ -159,6 +189,7 @@ def rows(res: Results, cfg: Config) -> list[Row]:
         *round_trip_rows(res),
         *concurrency_rows(res, cfg),
         *push_rows(res, cfg),
+        *flood_rows(res, cfg),
         *large_rows(res, cfg),
         *idle_rows(res, cfg),
         *connect_rows(res),
