@@ -606,7 +606,10 @@ def test_push_replay_from_push_state_and_disable(srv: ReferenceServer) -> None:
         again.send(json.dumps({"@type": "WebSocketPushEnable", "pushState": replay["pushState"]}))
         assert echo_barrier(again) == []  # nothing changed since: nothing replayed
         again.send(json.dumps({"@type": "WebSocketPushEnable", "pushState": "p999999"}))
-        assert recv(again)["changed"] == {ALICE: {"Note": srv.store.state(ALICE)}}
+        # A token the server never gave: every type's state, the unchanged Notebook's too.
+        assert recv(again)["changed"] == {
+            ALICE: {"Note": srv.store.state(ALICE), "Notebook": srv.store.state(ALICE, "Notebook")}
+        }
     finally:
         again.close()
 

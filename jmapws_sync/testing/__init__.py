@@ -8,7 +8,8 @@ It needs the ``server`` extra (aiohttp)::
         ...  # srv.session_url, srv.ws_url, srv.api_url; knobs such as srv.halt()
 
 See :class:`ReferenceServer` for the routes, the methods served (``Core/echo`` and the
-``Note`` type of :data:`NOTES`) and the misbehaviour knobs.
+``Note`` and ``Notebook`` types of :data:`NOTES`, with ``/get``, ``/set``, ``/changes`` and
+``/query``) and the misbehaviour knobs.
 """
 
 from __future__ import annotations

@@ -247,6 +247,8 @@ class JmapApp:
                 account_ids=frozenset({account_id_for(user)}),
                 limits=limits,
                 session_state=self._session_state(),
+                quirks=self._quirks,
+                stall_changes=self._knobs.take_stalled_change,
             )
             return process_request(obj, ctx)
         finally:

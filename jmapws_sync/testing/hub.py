@@ -24,7 +24,7 @@ from aiohttp.http_websocket import ws_ext_gen
 
 from jmapws_sync.testing.jmap import JmapRequestError
 from jmapws_sync.testing.state import Knobs, Observed, Quirks
-from jmapws_sync.testing.store import NoteStore
+from jmapws_sync.testing.store import NoteStore, skewed_state
 
 __all__ = ["CLOSE_TIMEOUT", "Connection", "DeflatingResponse", "Hub", "dumps"]
 
@@ -250,29 +250,49 @@ class Hub:
             return
         conn.push_enabled = True
         conn.data_types = None if data_types is None else frozenset(data_types)
-        if push_state is None or not self._wants_notes(conn) or not self._quirks.replays:
-            return
-        changed, current = self._store.changed_since_push_state(push_state, conn.account_ids)
+        if push_state is None or not self._quirks.replays:
+            return  # replays=False: the pushState is ignored, nothing is replayed (Stalwart)
+        changed, current = self._store.changed_since(push_state, conn.account_ids, conn.data_types)
         if changed:
-            frame = self._state_change({a: {"Note": s} for a, s in changed.items()}, current)
+            frame = self._state_change(changed, current)
             self._spawn(conn, self._send(conn, dumps(frame), halt_aware=True))
 
     def _state_change(self, changed: dict[str, dict[str, str]], push_state: str) -> dict[str, Any]:
-        frame: dict[str, Any] = {"@type": "StateChange", "changed": changed}
+        frame: dict[str, Any] = {"@type": "StateChange", "changed": self._pushed(changed)}
         if self._quirks.sends_push_state:
             frame["pushState"] = push_state
         return frame
 
+    def _pushed(self, changed: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        """The TypeState objects as pushed: skewed under ``push_states_differ`` (old Cyrus)."""
+        if not self._quirks.push_states_differ:
+            return changed
+        return {
+            account: {name: skewed_state(state) for name, state in types.items()}
+            for account, types in changed.items()
+        }
+
     @staticmethod
-    def _wants_notes(conn: Connection) -> bool:
-        return conn.data_types is None or "Note" in conn.data_types
+    def _visible(conn: Connection, changed: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        """What of ``changed`` the connection may see: its accounts and its ``dataTypes``."""
+        visible: dict[str, dict[str, str]] = {}
+        for account, types in changed.items():
+            if account not in conn.account_ids:
+                continue
+            wanted = types
+            if conn.data_types is not None:
+                # RFC 8887 §4.3.5.2: other types are omitted from the TypeState object.
+                wanted = {t: s for t, s in types.items() if t in conn.data_types}
+            if wanted:
+                visible[account] = wanted
+        return visible
 
     def broadcast_change(self, changed: dict[str, dict[str, str]], push_state: str) -> None:
         """Loop thread: send a StateChange to every push-enabled connection that may see it."""
         for conn in list(self.conns):
-            if not conn.push_enabled or not self._wants_notes(conn):
+            if not conn.push_enabled:
                 continue
-            visible = {a: s for a, s in changed.items() if a in conn.account_ids}
+            visible = self._visible(conn, changed)
             if visible:
                 frame = self._state_change(visible, push_state)
                 self._spawn(conn, self._send(conn, dumps(frame), halt_aware=True))
@@ -367,7 +387,7 @@ class Hub:
         the last one carries ``last_push_state`` when given (so a reader knows the end)."""
         frame: dict[str, Any] = {
             "@type": "StateChange",
-            "changed": {account: {"Note": self._store.state(account)}},
+            "changed": self._pushed({account: {"Note": self._store.state(account)}}),
             "pushState": self._store.push_state(),
         }
         text = dumps(frame)

@@ -3,23 +3,31 @@
 :func:`process_request` takes one decoded Request object (RFC 8620 §3.3) and returns the
 Response object (§3.4) or raises :class:`JmapRequestError` (§3.6.1); the server wraps either
 for WebSocket (RFC 8887 §4.3, with ``@type`` and ``requestId``) or HTTP (problem details).
-Methods: ``Core/echo`` (§4), ``Note/get``, ``Note/set`` and ``Note/changes`` (§5.1-5.3) over
-a :class:`~jmapws_sync.testing.store.NoteStore`; back-references per §3.7.
+Methods: ``Core/echo`` (§4) and, for each type of the notes capability (``Note`` and
+``Notebook``), ``Foo/get``, ``Foo/set``, ``Foo/changes`` and ``Foo/query`` (§5.1-5.3, §5.5)
+over a :class:`~jmapws_sync.testing.store.NoteStore`; back-references per §3.7. The quirks
+that change method answers (``refuse_get_all``, ``query``, ``max_changes_cap``) come in the
+:class:`RequestContext`, as does the ``stall_changes`` knob.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from jmapws_sync.testing.state import Quirks
 from jmapws_sync.testing.store import (
-    NOTE_PROPERTIES,
+    DATA_TYPES,
+    AnchorNotFound,
     CannotCalculateChanges,
     NoteStore,
     StateMismatch,
 )
+
+_NO_QUIRKS = Quirks()
 
 __all__ = [
     "CORE",
@@ -51,6 +59,8 @@ class Limits:
     max_calls_in_request: int = 16
     max_objects_in_get: int = 500
     max_objects_in_set: int = 500
+    #: The largest ``limit`` a ``Foo/query`` gets (RFC 8620 §5.5); not advertised.
+    max_query_limit: int = 1000
 
     def capability(self) -> dict[str, Any]:
         """The core capability object of the Session resource (RFC 8620 §2)."""
@@ -113,6 +123,9 @@ class RequestContext:
     account_ids: Collection[str]
     limits: Limits
     session_state: str
+    quirks: Quirks = _NO_QUIRKS
+    #: Called by each ``Foo/changes`` about to succeed: True makes it stall (the knob).
+    stall_changes: Callable[[], bool] = lambda: False
 
 
 Method = Callable[[RequestContext, dict[str, Any], dict[str, str]], dict[str, Any]]
@@ -201,7 +214,7 @@ def _capability_of(name: str) -> str | None:
     """The capability a method belongs to, or ``None`` for methods we do not know."""
     if name.startswith("Core/"):
         return CORE
-    if name.startswith("Note/"):
+    if name.partition("/")[0] in DATA_TYPES:
         return NOTES
     return None
 
@@ -318,33 +331,46 @@ def _string_list(args: Mapping[str, Any], name: str) -> list[str] | None:
     return value
 
 
-def _note_get(
-    ctx: RequestContext, args: dict[str, Any], created_ids: dict[str, str]
+def _int_arg(args: Mapping[str, Any], name: str, default: int) -> int:
+    value = args.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise MethodError("invalidArguments", f"{name!r} must be an integer")
+    return value
+
+
+def _get(
+    data_type: str, ctx: RequestContext, args: dict[str, Any], created_ids: dict[str, str]
 ) -> dict[str, Any]:
-    """``Note/get`` (RFC 8620 §5.1); ``#creationId`` ids are resolved from createdIds."""
+    """``Foo/get`` (RFC 8620 §5.1); ``#creationId`` ids are resolved from createdIds."""
     _check_args(args, frozenset({"accountId", "ids", "properties"}))
     account_id = _account(ctx, args)
     ids = _string_list(args, "ids")
     properties = _string_list(args, "properties")
+    known = DATA_TYPES[data_type].properties
     if properties is not None:
-        unknown = sorted(set(properties) - set(NOTE_PROPERTIES))
+        unknown = sorted(set(properties) - set(known))
         if unknown:
             raise MethodError("invalidArguments", f"unknown properties: {unknown}")
-        properties = [p for p in NOTE_PROPERTIES if p in properties and p != "id"]
-    if ids is not None:
+        properties = [p for p in known if p in properties and p != "id"]
+    if ids is None:
+        if ctx.quirks.refuse_get_all:
+            raise MethodError("requestTooLarge", "ids must be specified")
+    else:
         if len(ids) > ctx.limits.max_objects_in_get:
             raise MethodError(
                 "requestTooLarge", f"at most {ctx.limits.max_objects_in_get} ids per get"
             )
         ids = [created_ids.get(i[1:], i) if i.startswith("#") else i for i in ids]
-    state, found, not_found = ctx.store.get_notes(account_id, ids, properties)
+    state, found, not_found = ctx.store.get_objects(account_id, data_type, ids, properties)
     return {"accountId": account_id, "state": state, "list": found, "notFound": not_found}
 
 
-def _note_set(
-    ctx: RequestContext, args: dict[str, Any], created_ids: dict[str, str]
+def _set(
+    data_type: str, ctx: RequestContext, args: dict[str, Any], created_ids: dict[str, str]
 ) -> dict[str, Any]:
-    """``Note/set`` (RFC 8620 §5.3); new creation ids go into the request's createdIds."""
+    """``Foo/set`` (RFC 8620 §5.3); new creation ids go into the request's createdIds."""
     _check_args(args, frozenset({"accountId", "ifInState", "create", "update", "destroy"}))
     account_id = _account(ctx, args)
     if_in_state = args.get("ifInState")
@@ -363,8 +389,9 @@ def _note_set(
             "requestTooLarge", f"at most {ctx.limits.max_objects_in_set} objects per set"
         )
     try:
-        result = ctx.store.set_notes(
+        result = ctx.store.set_objects(
             account_id,
+            data_type,
             create=create,
             update=update,
             destroy=destroy,
@@ -388,10 +415,10 @@ def _note_set(
     }
 
 
-def _note_changes(
-    ctx: RequestContext, args: dict[str, Any], created_ids: dict[str, str]
+def _changes(
+    data_type: str, ctx: RequestContext, args: dict[str, Any], created_ids: dict[str, str]
 ) -> dict[str, Any]:
-    """``Note/changes`` (RFC 8620 §5.2)."""
+    """``Foo/changes`` (RFC 8620 §5.2), with the ``max_changes_cap`` and stall knobs."""
     _check_args(args, frozenset({"accountId", "sinceState", "maxChanges"}))
     account_id = _account(ctx, args)
     since = args.get("sinceState")
@@ -402,10 +429,24 @@ def _note_changes(
         not isinstance(max_changes, int) or isinstance(max_changes, bool) or max_changes < 1
     ):
         raise MethodError("invalidArguments", "'maxChanges' must be null or a positive integer")
+    cap = ctx.quirks.max_changes_cap
+    if cap is not None:
+        max_changes = cap if max_changes is None else min(max_changes, cap)
     try:
-        result = ctx.store.changes(account_id, since, max_changes)
+        result = ctx.store.changes(account_id, since, max_changes, data_type)
     except CannotCalculateChanges as exc:
         raise MethodError("cannotCalculateChanges", f"unknown state {since!r}") from exc
+    if ctx.stall_changes():
+        # James: "more to come" without moving on, an implicit cannotCalculateChanges.
+        return {
+            "accountId": account_id,
+            "oldState": since,
+            "newState": since,
+            "hasMoreChanges": True,
+            "created": [],
+            "updated": [],
+            "destroyed": [],
+        }
     return {
         "accountId": account_id,
         "oldState": result.old_state,
@@ -417,9 +458,74 @@ def _note_changes(
     }
 
 
-_METHODS: dict[str, Method] = {
-    "Core/echo": _echo,
-    "Note/get": _note_get,
-    "Note/set": _note_set,
-    "Note/changes": _note_changes,
-}
+_QUERY_ARGUMENTS = frozenset(
+    {"accountId", "filter", "sort", "position", "anchor", "anchorOffset", "limit", "calculateTotal"}
+)
+
+
+def _query(
+    data_type: str, ctx: RequestContext, args: dict[str, Any], created_ids: dict[str, str]
+) -> dict[str, Any]:
+    """``Foo/query`` (RFC 8620 §5.5): every object in creation order, no filter, no sort."""
+    if not ctx.quirks.query:
+        raise MethodError("unknownMethod")
+    _check_args(args, _QUERY_ARGUMENTS)
+    account_id = _account(ctx, args)
+    if args.get("filter") not in (None, {}):
+        raise MethodError("unsupportedFilter", "only a null or empty filter is supported")
+    if args.get("sort") not in (None, []):
+        raise MethodError("unsupportedSort", "only a null or empty sort is supported")
+    position = _int_arg(args, "position", 0)
+    anchor_offset = _int_arg(args, "anchorOffset", 0)
+    anchor = args.get("anchor")
+    if anchor is not None and not isinstance(anchor, str):
+        raise MethodError("invalidArguments", "'anchor' must be null or an id")
+    limit = args.get("limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        raise MethodError("invalidArguments", "'limit' must be null or a non-negative integer")
+    calculate_total = args.get("calculateTotal", False)
+    if not isinstance(calculate_total, bool):
+        raise MethodError("invalidArguments", "'calculateTotal' must be a boolean")
+    cap = ctx.limits.max_query_limit
+    capped = limit is None or limit > cap
+    try:
+        result = ctx.store.query(
+            account_id,
+            data_type,
+            position=position,
+            anchor=anchor,
+            anchor_offset=anchor_offset,
+            limit=cap if capped else limit,
+        )
+    except AnchorNotFound as exc:
+        raise MethodError("anchorNotFound", f"{anchor!r} is not in the results") from exc
+    response: dict[str, Any] = {
+        "accountId": account_id,
+        "queryState": result.query_state,
+        "canCalculateChanges": False,
+        "position": result.position,
+        "ids": result.ids,
+    }
+    if calculate_total:
+        response["total"] = result.total
+    if capped:
+        response["limit"] = cap  # RFC 8620 §5.5: the client learns the limit it got
+    return response
+
+
+def _type_methods(data_type: str) -> dict[str, Method]:
+    """The ``/get``, ``/set``, ``/changes`` and ``/query`` methods of one data type."""
+    return {
+        f"{data_type}/{verb}": functools.partial(handler, data_type)
+        for verb, handler in (
+            ("get", _get),
+            ("set", _set),
+            ("changes", _changes),
+            ("query", _query),
+        )
+    }
+
+
+_METHODS: dict[str, Method] = {"Core/echo": _echo}
+for _name in DATA_TYPES:
+    _METHODS.update(_type_methods(_name))

@@ -19,10 +19,11 @@ connections, :mod:`.state` what the two share with the test thread.
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import logging
 import random
 import ssl
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
 from jmapws_sync.testing.app import API_PATH, SESSION_PATH, WELL_KNOWN_PATH, WS_PATH, JmapApp
@@ -37,7 +38,7 @@ from jmapws_sync.testing.state import (
     Observed,
     Quirks,
 )
-from jmapws_sync.testing.store import NoteStore, account_id_for
+from jmapws_sync.testing.store import NOTE, NoteStore, account_id_for
 
 __all__ = ["CYRUS_QUIRKS", "Handshake", "ReferenceServer"]
 
@@ -59,9 +60,11 @@ class ReferenceServer:
         with ReferenceServer(users={"alice": "secret"}, tokens={"tok": "alice"}) as srv:
             srv.session_url, srv.ws_url, srv.api_url
 
-    Each user gets one account ``"a-<user>"`` holding ``Note`` objects (capability
-    :data:`~jmapws_sync.testing.NOTES`). The notes live in :attr:`store`, which can be
-    passed to a new server so data, states and the change log survive a restart::
+    Each user gets one account ``"a-<user>"`` holding ``Note`` and ``Notebook`` objects
+    (capability :data:`~jmapws_sync.testing.NOTES`), each type with its own state and change
+    log, and ``Foo/get``, ``Foo/set``, ``Foo/changes`` and ``Foo/query`` for both (see
+    :mod:`jmapws_sync.testing.store`). The data live in :attr:`store`, which can be
+    passed to a new server so data, states and the change logs survive a restart::
 
         again = ReferenceServer(store=srv.store, port=srv.port, users=...).start()
 
@@ -80,13 +83,28 @@ class ReferenceServer:
     server_no_context_takeover whatever was asked. ``seed`` seeds the generator used by
     :meth:`delay` and :meth:`reorder` for reproducible runs.
 
+    Sync quirks, each off by default: ``refuse_get_all`` answers ``Foo/get`` with
+    ``ids: null`` by the method error requestTooLarge, "ids must be specified" (Cyrus 3.10's
+    Email/get); ``query=False`` answers ``Foo/query`` with unknownMethod (a server without
+    /query); ``push_states_differ`` pushes StateChanges whose states are not the strings
+    ``Foo/get`` and ``Foo/changes`` give (``"s<n>"`` is pushed as ``"x<n+7>"``, see
+    :func:`~jmapws_sync.testing.store.skewed_state`; Cyrus before 3.13.5 pushed a Mailbox
+    state that Mailbox/get did not say), while ``Foo/changes`` still takes real states only;
+    ``replays=False`` (above) is Stalwart's, which ignores ``pushState``;
+    ``max_changes_cap`` returns at most that many changes per ``Foo/changes`` whatever
+    ``maxChanges`` says (or when it is null), with ``hasMoreChanges`` and an intermediate
+    state. ``max_query_limit`` is the largest page a ``Foo/query`` gets: a ``limit`` above
+    it, or none, is reduced to it and the response's ``limit`` says so (RFC 8620 §5.5).
+
     Knobs (thread-safe; those that act on open connections need a running server, else
     ``RuntimeError``): :meth:`delay`, :meth:`reorder`, :meth:`send_binary`,
     :meth:`send_raw_text`, :meth:`ping_flood`, :meth:`push_flood`, :meth:`close_all`,
     :meth:`reset_all`, :meth:`halt` / :meth:`resume`, :meth:`omit_subprotocol`,
     :meth:`fail_handshake`, :meth:`drop_requests`, :meth:`delay_session`,
     :meth:`bump_session_state`,
-    :meth:`set_password`, :meth:`set_token`, :meth:`change_note`, :meth:`destroy_note`.
+    :meth:`set_password`, :meth:`set_token`, :meth:`change_note`, :meth:`destroy_note`,
+    :meth:`change_notebook`, :meth:`destroy_notebook`, :meth:`fill_notes`,
+    :meth:`stall_changes`, :meth:`forget_changes`.
     Observation: :meth:`connection_count`, :meth:`wait_for_connections`,
     :meth:`requests_seen`, :meth:`wait_for_requests`, :meth:`last_handshake`,
     :meth:`last_push_enable`.
@@ -111,11 +129,16 @@ class ReferenceServer:
         compression: bool = True,
         compression_window_bits: int = 15,
         compression_no_context_takeover: bool = False,
+        refuse_get_all: bool = False,
+        query: bool = True,
+        push_states_differ: bool = False,
+        max_changes_cap: int | None = None,
         max_calls_in_request: int = 16,
         max_concurrent_requests: int = 4,
         max_size_request: int = 10_000_000,
         max_objects_in_get: int = 500,
         max_objects_in_set: int = 500,
+        max_query_limit: int = 1000,
         seed: int | None = None,
     ) -> None:
         self._host = host
@@ -137,13 +160,20 @@ class ReferenceServer:
             compression=compression,
             compression_window_bits=compression_window_bits,
             compression_no_context_takeover=compression_no_context_takeover,
+            refuse_get_all=refuse_get_all,
+            query=query,
+            push_states_differ=push_states_differ,
+            max_changes_cap=max_changes_cap,
         )
+        if max_query_limit < 1:
+            raise ValueError("max_query_limit must be at least 1")
         self.limits = Limits(
             max_size_request=max_size_request,
             max_concurrent_requests=max_concurrent_requests,
             max_calls_in_request=max_calls_in_request,
             max_objects_in_get=max_objects_in_get,
             max_objects_in_set=max_objects_in_set,
+            max_query_limit=max_query_limit,
         )
         self._rng = random.Random(seed)  # noqa: S311 - timing and shuffling, not secrets
         self._knobs = Knobs()
@@ -283,6 +313,59 @@ class ReferenceServer:
     def destroy_note(self, user: str, note_id: str) -> None:
         """Destroy a note of ``user`` from Python (push-enabled connections are told)."""
         self.store.destroy_note(self.store.ensure_account(user), note_id)
+
+    def change_notebook(
+        self, user: str, notebook_id: str | None = None, *, name: str | None = None
+    ) -> str:
+        """Create (``notebook_id=None``) or rename a notebook of ``user``; return its id.
+
+        Goes through the store like a ``Notebook/set`` (push-enabled connections are told).
+        """
+        account_id = self.store.ensure_account(user)
+        if notebook_id is None:
+            return self.store.create_notebook(account_id, name=name or "")
+        self.store.update_notebook(account_id, notebook_id, name=name)
+        return notebook_id
+
+    def destroy_notebook(self, user: str, notebook_id: str) -> None:
+        """Destroy a notebook of ``user`` from Python (push-enabled connections are told)."""
+        self.store.destroy_notebook(self.store.ensure_account(user), notebook_id)
+
+    def fill_notes(
+        self, user: str, n: int, *, title: str = "note {i}", body: str = ""
+    ) -> list[str]:
+        """Create ``n`` notes of ``user`` in one commit (one StateChange); return their ids.
+
+        ``{i}`` in ``title`` and ``body`` becomes the note's index (0 to ``n - 1``); any
+        other text is kept as is. Fast enough for benchmarks (100,000 notes in about a
+        second); see :meth:`NoteStore.bulk_create` for other types.
+        """
+        if "{i}" in title or "{i}" in body:
+            notes: Iterable[dict[str, str]] = (
+                {"title": title.replace("{i}", str(i)), "body": body.replace("{i}", str(i))}
+                for i in range(n)
+            )
+        else:
+            notes = itertools.repeat({"title": title, "body": body}, n)
+        return self.store.bulk_create(self.store.ensure_account(user), NOTE, notes)
+
+    def stall_changes(self, count: int = 1) -> None:
+        """Make the next ``count`` ``Foo/changes`` calls (any type, any user) stall.
+
+        A stalled call answers ``hasMoreChanges: true`` with ``newState`` equal to
+        ``oldState`` and nothing created, updated or destroyed, as James does when it cannot
+        calculate the changes. Only calls that would have succeeded count (an error, such as
+        cannotCalculateChanges, is still answered and does not use one up); 0 cancels.
+        """
+        self._knobs.stall_changes(count)
+
+    def forget_changes(self, user: str, data_type: str | None = None) -> None:
+        """Forget the change log of ``user``'s ``data_type`` (``None``: every type).
+
+        Every state but the current one then gets cannotCalculateChanges from
+        ``Foo/changes``, as Cyrus answers an "outdated sinceState".
+        """
+        self.store.compact_changes(self.store.ensure_account(user), data_type)
 
     def session_state(self) -> str:
         """The current Session ``state`` (also each Response's ``sessionState``)."""

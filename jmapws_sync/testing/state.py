@@ -12,7 +12,7 @@ import binascii
 import hmac
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -66,17 +66,30 @@ class Quirks:
     compression_window_bits: int = 15
     #: Answer server_no_context_takeover even when the client did not ask for it.
     compression_no_context_takeover: bool = False
+    #: ``Foo/get`` with ``ids: null`` is refused with requestTooLarge (Cyrus 3.10 Email/get).
+    refuse_get_all: bool = False
+    #: Serve ``Foo/query``; ``False`` answers unknownMethod.
+    query: bool = True
+    #: StateChange pushes carry strings that are not the states /get and /changes give.
+    push_states_differ: bool = False
+    #: At most this many changes per ``Foo/changes``, whatever maxChanges the client gives.
+    max_changes_cap: int | None = None
 
     def __post_init__(self) -> None:
         if self.well_known_status not in (301, 302, 303, 307, 308):
             raise ValueError("well_known_status must be a redirect status")
         if not 9 <= self.compression_window_bits <= 15:
             raise ValueError("compression_window_bits must be 9-15 (zlib cannot do 8)")
+        if self.max_changes_cap is not None and self.max_changes_cap < 1:
+            raise ValueError("max_changes_cap must be None or at least 1")
 
 
 @dataclass
 class Knobs:
-    """Misbehaviour on purpose: plain attributes, written by the test thread."""
+    """Misbehaviour on purpose: plain attributes, written by the test thread.
+
+    The one exception is the stall counter, which the loop counts down: it has its own lock.
+    """
 
     delay: tuple[float, float] | None = None
     reorder_n: int = 0
@@ -86,6 +99,22 @@ class Knobs:
     fail_status: int | None = None
     drop_requests: bool = False
     session_delay: float = 0.0
+    #: How many of the next ``Foo/changes`` calls stall (see ``take_stalled_change``).
+    stalled_changes: int = 0
+    _stall_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def stall_changes(self, count: int) -> None:
+        """Make the next ``count`` successful ``Foo/changes`` calls stall (0 stops)."""
+        with self._stall_lock:
+            self.stalled_changes = max(count, 0)
+
+    def take_stalled_change(self) -> bool:
+        """Whether this ``Foo/changes`` call stalls; counts it down if so (any thread)."""
+        with self._stall_lock:
+            if self.stalled_changes <= 0:
+                return False
+            self.stalled_changes -= 1
+            return True
 
 
 class Accounts:
