@@ -35,10 +35,12 @@ from .errors import (
     SessionClosed,
     SessionError,
     StarvationError,
+    SyncError,
     TransportError,
     WebSocketProtocolError,
     WebSocketUnavailable,
 )
+from .feed import ChangeFeed, Delta
 from .frames import (
     ALL_TYPES,
     CALENDARS,
@@ -65,6 +67,7 @@ from .policy import Backoff
 from .reconnect import ReconnectInfo, ReconnectingSession
 from .resource import Account, CoreCapability, SessionResource, WebSocketCapability
 from .session import WsSession
+from .states import FileStateStore, MemoryStateStore, StateStore
 
 __all__ = [
     "ALL_TYPES",
@@ -82,16 +85,20 @@ __all__ = [
     "Backoff",
     "BasicAuth",
     "BearerAuth",
+    "ChangeFeed",
     "CloseCode",
     "ConnectionClosedError",
     "ConnectionLost",
     "CoreCapability",
+    "Delta",
+    "FileStateStore",
     "Frame",
     "HandshakeError",
     "InsecureWebSocketUrl",
     "Invocation",
     "JmapWsError",
     "KeepaliveTimeout",
+    "MemoryStateStore",
     "MessageTooLarge",
     "MethodError",
     "ParseError",
@@ -110,6 +117,8 @@ __all__ = [
     "SessionResource",
     "StarvationError",
     "StateChange",
+    "StateStore",
+    "SyncError",
     "TransportError",
     "UnknownFrame",
     "WebSocketCapability",

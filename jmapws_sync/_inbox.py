@@ -200,7 +200,7 @@ class Inbox:
         Raises :class:`TimeoutError`, a recoverable error queued by :meth:`put`, or the
         end's error (once; then :class:`SessionClosed`).
         """
-        return self._take(timeout, changes_only=False)
+        return self._take(timeout, changes_only=False)  # type: ignore[return-value]
 
     def get_change(self, timeout: float | None = None) -> StateChange | None:
         """The next StateChange (``changes()``); other frames before it stay for :meth:`get`.
@@ -218,7 +218,14 @@ class Inbox:
                 return
             yield change
 
-    def _take(self, timeout: float | None, *, changes_only: bool) -> Frame | None:
+    def get_event(self, timeout: float | None = None) -> StateChange | Marker | None:
+        """As :meth:`get_change`, and a :class:`Marker` is returned too, where it is in
+        the stream, once ``on_marker`` has run for it."""
+        return self._take(timeout, changes_only=True, markers=True)  # type: ignore[return-value]
+
+    def _take(
+        self, timeout: float | None, *, changes_only: bool, markers: bool = False
+    ) -> Frame | Marker | None:
         # The hot path first: a frame is waiting at the head.
         with self._lock:
             items = self._items
@@ -270,6 +277,8 @@ class Inbox:
             if isinstance(item, Marker):
                 if self._on_marker is not None:
                     self._on_marker(item)
+                if markers:
+                    return item
                 continue
             if isinstance(item, BaseException):
                 if changes_only:  # changes() goes on past what the stream survives

@@ -1,6 +1,7 @@
 """The ``jmapws-sync`` command (also ``python -m jmapws_sync``).
 
-Subcommands: ``session``, ``call``, ``listen``, ``serve`` and ``demo``; ``--help`` on each.
+Subcommands: ``session``, ``call``, ``listen``, ``sync``, ``serve`` and ``demo``; ``--help``
+on each.
 Secrets never go on the command line for the client commands: the password or token comes
 from an environment variable, a file, or a prompt.
 
@@ -10,9 +11,11 @@ handshake, timeout); 5 the server rejected the request; 6 ``serve``'s port is in
 130 interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM; 128 + 15, as a shell reports a
 process that SIGTERM ended).
 
-``listen`` and ``serve`` end the same way on SIGTERM as on Ctrl-C: ``listen`` closes its
-session with a close handshake (1000), ``serve`` closes every connection (1001) and stops
-listening. The SIGTERM handler is installed only while one of them runs in the main
+``listen``, ``sync`` and ``serve`` end the same way on SIGTERM as on Ctrl-C: ``listen``
+and ``sync`` close their session with a close handshake (1000), ``serve`` closes every
+connection (1001) and stops listening. ``sync`` prints a Delta, then saves its state in
+``--state-file`` when it asks for the next one: one killed in between prints it again at
+its next start. The SIGTERM handler is installed only while one of them runs in the main
 thread (not when :func:`main` is called from another thread), then the previous one is
 put back; a SIGTERM that was ignored when the command started stays ignored, as SIGINT
 does in Python. A second SIGTERM during the close is ignored: the close is bounded by its
@@ -54,8 +57,10 @@ from .errors import (
     SessionError,
     TransportError,
 )
+from .feed import ChangeFeed
 from .frames import Request
 from .reconnect import ReconnectInfo, ReconnectingSession
+from .states import FileStateStore
 
 __all__ = ["main"]
 
@@ -84,7 +89,7 @@ class _Terminated(KeyboardInterrupt):
 
 
 #: The commands that run until they are stopped, and so stop on SIGTERM as on Ctrl-C.
-_UNTIL_STOPPED = frozenset({"listen", "serve"})
+_UNTIL_STOPPED = frozenset({"listen", "serve", "sync"})
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -318,6 +323,47 @@ def _cmd_listen(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
+    types = [t.strip() for t in args.types.split(",") if t.strip()]
+    if not types:
+        raise UsageError("--types names no data type")
+    store = FileStateStore(args.state_file) if args.state_file else None
+    context = make_ssl_context(cafile=args.cafile) if args.cafile else None
+    with ReconnectingSession(
+        args.url,
+        auth=_auth(args),
+        connect_timeout=args.timeout,
+        ssl_context=context,
+        proxy=args.proxy,
+        require_subprotocol=not args.allow_missing_subprotocol,
+        compression=None if args.no_compression else "deflate",
+    ) as rs:
+        rs.wait_connected(timeout=args.timeout)
+        feed = ChangeFeed(
+            rs,
+            types,
+            account_id=args.account,
+            store=store,
+            max_changes=args.max_changes,
+            call_timeout=args.timeout,
+        )
+        deltas = feed.catch_up() if args.once else feed.follow()
+        for delta in deltas:  # asking for the next one saves the state of this one
+            out.write(json.dumps(delta.to_json(), separators=(",", ":")) + "\n")
+            out.flush()
+    return EXIT_OK
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return value
+
+
 def _parse_users(values: Sequence[str]) -> dict[str, str]:
     users: dict[str, str] = {}
     for value in values:
@@ -427,6 +473,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--types", help="comma-separated data types (default: all)")
     p.set_defaults(func=_cmd_listen)
 
+    p = add(
+        "sync",
+        "print the changes of data types as JSON lines (Deltas), from the states in"
+        " --state-file, until interrupted; reconnects and catches up by itself",
+    )
+    _client_options(p)
+    p.add_argument("--types", required=True, help="comma-separated data types, in order")
+    p.add_argument("--state-file", metavar="FILE", help="where the states are kept between runs")
+    p.add_argument("--account", help="account id (default: the types' primary account)")
+    p.add_argument("--max-changes", type=_positive, metavar="N", help="ids per /changes")
+    p.add_argument("--once", action="store_true", help="catch up, then exit (no push)")
+    p.set_defaults(func=_cmd_sync)
+
     p = add("serve", "run the reference JMAP server in the foreground (for local testing)")
     p.add_argument("--port", type=_port, default=8080, help="port on 127.0.0.1 (default: 8080)")
     p.add_argument(
@@ -468,7 +527,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command in ("session", "call", "listen"):
+        if args.command in ("session", "call", "listen", "sync"):
             _check_client(args)
         with _sigterm_as_interrupt(args.command in _UNTIL_STOPPED):
             status: int = args.func(args, stream)

@@ -28,7 +28,8 @@ original for debugging.
      │    └── InsecureWebSocketUrl  an https Session resource names a ws:// URL
      ├── RequestFailed              the server answered a call() with a RequestError
      ├── MethodError                a method call in a Response failed (``["error", ...]``)
-     └── PushUnavailable            the server says it does not support push over WebSocket
+     ├── PushUnavailable            the server says it does not support push over WebSocket
+     └── SyncError                  a ChangeFeed cannot go on (unknown type or account, state file)
 
 Messages never contain credentials, and never contain frame payloads, which may carry
 private data; attributes such as ``RequestFailed.problem`` hold the details.
@@ -66,6 +67,7 @@ __all__ = [
     "SessionClosed",
     "SessionError",
     "StarvationError",
+    "SyncError",
     "TransportError",
     "WebSocketProtocolError",
     "WebSocketUnavailable",
@@ -275,6 +277,12 @@ class MethodError(JmapWsError):
 
 class PushUnavailable(JmapWsError):
     """The server's Session resource says ``supportsPush: false``."""
+
+
+class SyncError(JmapWsError):
+    """A :class:`~jmapws_sync.ChangeFeed` cannot go on: a data type or account the server
+    does not know, or a state store that cannot be read or written. ``__cause__`` keeps
+    the :class:`MethodError` or ``OSError`` behind it."""
 
 
 # ---------------------------------------------------------------------------- translation

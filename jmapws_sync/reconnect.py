@@ -101,7 +101,7 @@ from ._deflate import check_compression
 from ._framing import close_payload
 from ._inbox import DEFAULT_MAX_QUEUE
 from ._net import Deadline, check_timeout, finalize, safe_url
-from ._supervisor import Link, ReconnectInfo, Settings, Supervisor
+from ._supervisor import Boundary, Link, ReconnectInfo, Settings, Supervisor
 from .auth import Auth
 from .errors import (
     AuthenticationError,
@@ -424,6 +424,25 @@ class ReconnectingSession:
         """
         self._check_forked()
         return self._sup.inbox.changes(check_timeout(timeout))
+
+    def events(self, timeout: float | None = None) -> Iterator[StateChange | ReconnectInfo]:
+        """Iterate over StateChange frames and reconnects, in the order of the stream.
+
+        As :meth:`changes`, and a :class:`ReconnectInfo` comes where a new connection
+        began (after ``on_reconnect`` ran for it): the point after which a consumer that
+        keeps state should catch up with ``/changes``, whatever the server did with the
+        pushState (:class:`~jmapws_sync.ChangeFeed` does). Reconnects with no frame
+        between them come as one, the latest.
+        """
+        self._check_forked()
+        inbox, limit = self._sup.inbox, check_timeout(timeout)
+        while True:
+            item = inbox.get_event(limit)
+            if isinstance(item, Boundary):
+                if item.info is not None:
+                    yield item.info
+            elif isinstance(item, StateChange):
+                yield item
 
     # ------------------------------------------------------------------ Session resource
 

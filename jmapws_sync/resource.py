@@ -70,7 +70,7 @@ PUSH_DATA_TYPES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "https://cyrusimap.org/ns/jmap/sieve": ("SieveScript",),
         "https://cyrusimap.org/ns/jmap/quota": ("Quota",),
         # The reference server's notes (jmapws_sync.testing.NOTES).
-        "urn:x-jmapws-sync:notes": ("Note",),
+        "urn:x-jmapws-sync:notes": ("Notebook", "Note"),
     }
 )
 

@@ -188,7 +188,7 @@ def test_listen_prints_changes_and_survives_a_server_restart() -> None:
                 srv.stop()
 
 
-@pytest.mark.parametrize("command", ["session", "call", "listen", "serve", "demo"])
+@pytest.mark.parametrize("command", ["session", "call", "listen", "sync", "serve", "demo"])
 def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     """--help works on every subcommand (exit 0)."""
     with pytest.raises(SystemExit) as info:
@@ -564,3 +564,88 @@ def test_session_refuses_the_options_of_the_websocket_handshake(server: Referenc
         )
         assert proc.returncode == 2
         assert option in proc.stderr
+
+
+# -- sync: Deltas as JSON lines, resumed from a state file ----------------------------------
+
+
+def test_sync_once_resumes_from_its_state_file(
+    server: ReferenceServer, alice_env: list[str], tmp_path: Path
+) -> None:
+    """`sync --once` prints the Deltas since the states in the file, then saves them."""
+    states = str(tmp_path / "states.json")
+    argv = ["sync", server.base_url, *alice_env, "--types", "Note", "--state-file", states]
+    server.change_note("alice", title="before the first run")
+    status, text = run([*argv, "--once"])
+    assert status == 0
+    (first,) = [json.loads(line) for line in text.splitlines()]
+    assert (first["dataType"], first["resync"], len(first["created"])) == ("Note", True, 1)
+    note = server.change_note("alice", title="between the runs")
+    status, text = run([*argv, "--once"])
+    assert status == 0
+    (second,) = [json.loads(line) for line in text.splitlines()]
+    assert (second["resync"], list(second["created"])) == (False, [note])
+    assert second["oldState"] == first["newState"]
+    assert run([*argv, "--once"]) == (0, "")  # nothing new since
+
+
+def test_sync_of_an_unknown_type_is_one_error_line(
+    server: ReferenceServer, alice_env: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _ = run(["sync", server.base_url, *alice_env, "--types", "Nonsense", "--once"])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "Nonsense" in err
+
+
+def test_sync_follows_until_sigterm_and_saves_what_it_printed(tmp_path: Path) -> None:
+    """`sync` prints each change as it comes; SIGTERM ends it (143) with the states of what
+    it printed saved (the last line at least once: it may come again), so the next run
+    starts after them."""
+    states = str(tmp_path / "states.json")
+    with ReferenceServer(users=USERS) as server:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "JMAP_PASSWORD": USERS["alice"]}
+        argv = ["sync", server.base_url, "--user", "alice", "--types", "Note"]
+        proc = subprocess.Popen(
+            cli_argv(*argv, "--state-file", states),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stderr is not None
+            lines = _lines_of(proc.stdout)
+            resync = json.loads(str(lines.get(timeout=30)))
+            assert resync["resync"] is True
+            note = server.change_note("alice", title="followed")
+            change = json.loads(str(lines.get(timeout=30)))
+            assert list(change["created"]) == [note]
+            # The state of a Delta is saved when the next one is asked for: once the
+            # second is printed, the first is saved for sure; the second may not be yet.
+            last = server.change_note("alice", title="followed too")
+            assert list(json.loads(str(lines.get(timeout=30)))["created"]) == [last]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 143
+            assert _rest(lines) == []
+            assert proc.stderr.read() == ""
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+        again = subprocess.run(
+            cli_argv(*argv, "--state-file", states, "--once"),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+            check=False,
+        )
+    assert again.returncode == 0
+    printed = [json.loads(line) for line in again.stdout.splitlines()]
+    assert [list(d["created"]) for d in printed] in ([], [[last]])  # never the first again

@@ -68,7 +68,10 @@ def test_enable_push_without_types_sends_the_advertised_types(
     with jws.connect(cyrus_like.base_url, auth=ALICE, timeout=5) as ws:
         ws.enable_push()
         assert _heard_a_change(ws, cyrus_like)
-    assert cyrus_like.last_push_enable() == {"@type": "WebSocketPushEnable", "dataTypes": ["Note"]}
+    assert cyrus_like.last_push_enable() == {
+        "@type": "WebSocketPushEnable",
+        "dataTypes": ["Notebook", "Note"],
+    }
 
 
 def test_all_types_sends_a_literal_null_which_cyrus_takes_as_off(
