@@ -21,7 +21,8 @@ import pytest
 
 import jmapws_sync as jws
 from jmapws_sync.policy import Backoff
-from jmapws_sync.testing import ReferenceServer
+from jmapws_sync.testing import CYRUS_QUIRKS, ReferenceServer
+from jmapws_sync.testing import NOTES as NOTES_CAPABILITY
 
 from .conftest import ALICE, USERS
 
@@ -543,3 +544,21 @@ def test_delta_to_json_is_what_the_cli_prints(server: ReferenceServer, ws: jws.W
     assert as_json["dataType"] == "Note"
     assert as_json["resync"] is True
     assert sorted(as_json["created"]) == sorted(delta.created)
+
+
+def test_on_a_cyrus_like_server_a_destroy_forces_a_resync_and_nothing_is_lost() -> None:
+    """CYRUS_QUIRKS: Foo/get with ids: null is refused and a destroy makes older states
+    outdated, as on Cyrus 3.6 with immediate expunge (tests/interop/test_cyrus_feed.py)."""
+    with ReferenceServer(users=USERS, **CYRUS_QUIRKS) as cyrus_like:
+        ids = fill(cyrus_like, 40)
+        with jws.connect(cyrus_like.base_url, auth=ALICE, timeout=WAIT) as session:
+            feed = jws.ChangeFeed(session, NOTES, page_size=16)
+            replica = Replica()
+            sync(feed, replica)
+            b = jws.RequestBuilder(using=[jws.CORE, NOTES_CAPABILITY])
+            b.call("Note/set", {"accountId": cyrus_like.account_id("alice"), "destroy": ids[:1]})
+            session.call(b.build(), timeout=WAIT).raise_for_errors()
+            deltas = sync(feed, replica)
+        assert deltas[0].resync
+        assert not deltas[-1].more
+        assert replica.notes() == server_notes(cyrus_like)

@@ -402,6 +402,8 @@ def _set(
         raise MethodError("stateMismatch", f"ifInState {exc} is not the current state") from exc
     for creation_id, info in result.created.items():
         created_ids[creation_id] = info["id"]
+    if result.destroyed and ctx.quirks.destroy_forgets_changes:
+        ctx.store.compact_changes(account_id, data_type)
     return {
         "accountId": account_id,
         "oldState": result.old_state,

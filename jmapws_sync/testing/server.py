@@ -93,8 +93,11 @@ class ReferenceServer:
     ``replays=False`` (above) is Stalwart's, which ignores ``pushState``;
     ``max_changes_cap`` returns at most that many changes per ``Foo/changes`` whatever
     ``maxChanges`` says (or when it is null), with ``hasMoreChanges`` and an intermediate
-    state. ``max_query_limit`` is the largest page a ``Foo/query`` gets: a ``limit`` above
-    it, or none, is reduced to it and the response's ``limit`` says so (RFC 8620 §5.5).
+    state; ``destroy_forgets_changes`` makes every destroy forget the type's change log, so
+    older states get cannotCalculateChanges (Cyrus 3.6 with ``expunge_mode: immediate``
+    answers "outdated sinceModseq" after an expunge). ``max_query_limit`` is the largest
+    page a ``Foo/query`` gets: a ``limit`` above it, or none, is reduced to it and the
+    response's ``limit`` says so (RFC 8620 §5.5).
 
     Knobs (thread-safe; those that act on open connections need a running server, else
     ``RuntimeError``): :meth:`delay`, :meth:`reorder`, :meth:`send_binary`,
@@ -133,6 +136,7 @@ class ReferenceServer:
         query: bool = True,
         push_states_differ: bool = False,
         max_changes_cap: int | None = None,
+        destroy_forgets_changes: bool = False,
         max_calls_in_request: int = 16,
         max_concurrent_requests: int = 4,
         max_size_request: int = 10_000_000,
@@ -164,6 +168,7 @@ class ReferenceServer:
             query=query,
             push_states_differ=push_states_differ,
             max_changes_cap=max_changes_cap,
+            destroy_forgets_changes=destroy_forgets_changes,
         )
         if max_query_limit < 1:
             raise ValueError("max_query_limit must be at least 1")

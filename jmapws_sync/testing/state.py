@@ -27,6 +27,8 @@ CYRUS_QUIRKS: Mapping[str, Any] = MappingProxyType(
         "hostless_ws_url": True,
         "well_known_status": 301,
         "null_data_types_mean_off": True,
+        "refuse_get_all": True,
+        "destroy_forgets_changes": True,
     }
 )
 
@@ -74,6 +76,9 @@ class Quirks:
     push_states_differ: bool = False
     #: At most this many changes per ``Foo/changes``, whatever maxChanges the client gives.
     max_changes_cap: int | None = None
+    #: A destroy forgets the type's change log: older states get cannotCalculateChanges
+    #: (Cyrus with ``expunge_mode: immediate``, "outdated sinceModseq").
+    destroy_forgets_changes: bool = False
 
     def __post_init__(self) -> None:
         if self.well_known_status not in (301, 302, 303, 307, 308):
