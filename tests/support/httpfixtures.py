@@ -263,9 +263,17 @@ def _read_head(sock: socket.socket) -> tuple[str, dict[str, str], list[str]]:
 
 
 def _relay(a: socket.socket, b: socket.socket) -> None:
-    """Copy bytes both ways until either side closes or nothing moves for IO_TIMEOUT."""
+    """Copy bytes both ways until either side closes or nothing moves for IO_TIMEOUT.
+
+    The listener's stop() may close either socket meanwhile (its descriptor is then -1,
+    which select() refuses): that ends the relay too."""
     while True:
-        readable, _, _ = select.select([a, b], [], [], IO_TIMEOUT)
+        if a.fileno() < 0 or b.fileno() < 0:
+            return
+        try:
+            readable, _, _ = select.select([a, b], [], [], IO_TIMEOUT)
+        except (OSError, ValueError):
+            return
         if not readable:
             return
         for sock in readable:
