@@ -206,6 +206,9 @@ def test_close_bodies_round_trip_and_no_code_is_1005() -> None:
 # -- random byte streams ------------------------------------------------------------------------
 
 
+# 2,000 examples take 20 s on a quiet 2-core machine and twice that beside a loaded one
+# (seen: over the 60 s default, which ended a whole suite run): a bound with room.
+@pytest.mark.timeout(300)
 @settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(byte_streams)
 @example(b"")
