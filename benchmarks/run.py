@@ -12,13 +12,14 @@ of its own, on loopback; this process is the client. Every workload is repeated
 min-max; every ratio is computed per repetition, from measurements taken side by side in
 that repetition, and then summarised the same way. The idle workload runs in a fresh child
 process (this script with ``--idle-worker``) so that its CPU time and resident memory
-belong to the sessions alone. The workloads, the statistics and the report are in the
+belong to the sessions alone; so does the sync workload's resync whose peak RSS is
+measured (``--sync-worker``). The workloads, the statistics and the report are in the
 ``bench`` package beside this file.
 
 Options: ``--output PATH`` (default ``BENCHMARKS.md``; ``-`` writes nothing), ``--plot
 PATH`` (default ``benchmarks/latency.png``), ``--reps N``, ``--no-profile``, ``--only
 NAMES`` (comma-separated workloads: rt, conc, push, flood, large, deflate, idle,
-connect), ``--render JSON`` (rewrite the report from a saved run, measuring nothing).
+connect, sync), ``--render JSON`` (rewrite the report from a saved run, measuring nothing).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import conc, connect, deflate, flood, idle, large, push, rt
+from bench import conc, connect, deflate, flood, idle, large, push, rt, sync
 from bench import server as bench_server
 from bench.clients import jmaplib_status
 from bench.config import HERE, ROOT, WORKLOADS, Config
@@ -55,6 +56,7 @@ STEPS: tuple[tuple[str, Measure], ...] = (
     ("large", large.measure),
     ("deflate", deflate.measure),
     ("connect", connect.measure),
+    ("sync", sync.measure),
     ("idle", idle.measure),
 )
 
@@ -118,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         help="rewrite the report from a saved results file (no measuring)",
     )
     parser.add_argument("--idle-worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--sync-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.render is not None:
@@ -125,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.idle_worker is not None:
         print(json.dumps(idle.idle_worker(json.loads(args.idle_worker))))
+        return 0
+
+    if args.sync_worker is not None:
+        print(json.dumps(sync.rss_worker(json.loads(args.sync_worker))))
         return 0
 
     cfg = Config.make(quick=args.quick, reps=args.reps)

@@ -7,7 +7,10 @@
 * the workloads, each with a ``measure(server, cfg, res, with_jmaplib)``:
   :mod:`.rt` (sequential round trips), :mod:`.conc` (threads calling at once),
   :mod:`.push` (draining a push flood), :mod:`.large` (1 and 16 MiB answers),
-  :mod:`.connect` (connect() and close()), :mod:`.idle` (idle sessions, in a fresh process);
+  :mod:`.connect` (connect() and close()), :mod:`.idle` (idle sessions, in a fresh process),
+  :mod:`.flood` (call() during a push flood), :mod:`.deflate` (with and without
+  compression), :mod:`.sync` (ChangeFeed's first sync against a hand-written HTTP loop, on
+  the reference server and Cyrus, and a resync's peak RSS, in a fresh process);
 * :mod:`.profiling` - cProfile of the caller and reader threads;
 * :mod:`.stats` and :mod:`.results` - percentiles, medians, the samples of every figure;
 * :mod:`.targets`, :mod:`.table`, :mod:`.report`, :mod:`.plot`, :mod:`.machine` - what the

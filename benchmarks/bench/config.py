@@ -13,7 +13,7 @@ ROOT = HERE.parent
 RUN_PY = HERE / "run.py"
 MIB = 1024 * 1024
 #: The workloads ``--only`` can name.
-WORKLOADS = ("rt", "conc", "push", "flood", "large", "deflate", "idle", "connect")
+WORKLOADS = ("rt", "conc", "push", "flood", "large", "deflate", "idle", "connect", "sync")
 
 
 @dataclass
@@ -38,6 +38,10 @@ class Config:
     profile_calls: int = 3000
     profile_frames: int = 50_000
     flood_changes: int = 10_000
+    sync_objects: int = 10_000
+    sync_cyrus_objects: int = 10_000
+    sync_rss_objects: int = 100_000
+    sync_rss_reps: int = 3
 
     @classmethod
     def make(cls, *, quick: bool, reps: int | None) -> Config:
@@ -60,4 +64,8 @@ class Config:
             profile_calls=1000,
             profile_frames=10_000,
             flood_changes=2_000,
+            sync_objects=2_000,
+            sync_cyrus_objects=1_000,
+            sync_rss_objects=20_000,
+            sync_rss_reps=1,
         )

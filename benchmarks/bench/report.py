@@ -16,6 +16,7 @@ from .config import HERE, ROOT, Config
 from .deflate_table import deflate_section
 from .results import Results
 from .stats import fmt
+from .sync import EMAIL_PROPERTIES as SYNC_EMAIL_PROPERTIES
 from .table import rows
 from .targets import TARGETS
 
@@ -93,7 +94,11 @@ def _every_workload(res: Results, cfg: Config) -> list[str]:
         " (the default compression), while another thread calls; the baseline makes the same"
         f" calls with no pushes; idle {cfg.idle_sessions} sessions for"
         f" {fmt(cfg.idle_seconds)} s in a fresh process; connect / close {cfg.connect_n} per"
-        " repetition."
+        f" repetition; first sync {cfg.sync_objects:,} Notes and {cfg.sync_cyrus_objects:,}"
+        " Emails, pages of 256 (the feed: 4 a request; the loop: 1), each client on a"
+        " connection opened before the clock, a fresh ChangeFeed each time, after one warm-up"
+        f" round; resync memory {cfg.sync_rss_objects:,} Notes, each time in a fresh process"
+        f" ({cfg.sync_rss_reps} per mode)."
     )
     idle_out = res.extra.get("idle")
     if idle_out:
@@ -105,6 +110,19 @@ def _every_workload(res: Results, cfg: Config) -> list[str]:
             f" max {fmt(idle_out['close_max_ms'])} ms; server process CPU over the idle run "
             f"(opening included): {fmt(res.extra.get('idle.server_cpu_s', float('nan')))} s."
         )
+    if res.has("sync.ref.feed.s"):
+        details = (
+            "Sync details: the Notes have 3 properties (id, title and a body of about 100"
+            " characters: ~150 bytes of JSON each), all fetched"
+        )
+        sync_cyrus = res.extra.get("sync.cyrus")
+        if sync_cyrus:
+            details += (
+                f"; the Emails 5 and id ({', '.join(SYNC_EMAIL_PROPERTIES)});"
+                f" {sync_cyrus['messages']:,} messages appended to Cyrus {sync_cyrus['version']}"
+                f" over IMAP in {fmt(sync_cyrus['append_s'])} s ({sync_cyrus['append_how']})"
+            )
+        lines.append(details + ".")
     lines.append("")
     if res.notes:
         lines += ["Notes from the run:", "", *(f"- {note}" for note in res.notes), ""]

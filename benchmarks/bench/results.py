@@ -3,8 +3,10 @@
 Keys: ``rt.<client>.p50|p99|mean|server_us``, ``conc.lib|http.<threads>``,
 ``push.<client>.fps|server_busy|pauses``, ``flood.lib|base.p50|p99|max|calls`` and
 ``flood.lib.rate|pending|last_ok``, ``large.<size>.*``, ``idle.*``,
-``conn.<what>.p50|p99``, and ``ratio.<workload>.<a>/<b>`` for the ratios. A run is saved as
-JSON beside its report (:func:`dump`), so that ``run.py --render`` can rewrite the report.
+``conn.<what>.p50|p99``, ``sync.ref|cyrus.<client>.s|rt|ops|cpu|server_cpu`` and
+``sync.rss.drop|keep_mib`` (with ``sync.rss.<mode>.idle_mib|end_mib|s|rt``), and
+``ratio.<workload>.<a>/<b>`` for the ratios. A run is saved as JSON beside its report
+(:func:`dump`), so that ``run.py --render`` can rewrite the report.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ USERS = {
     "flood": "secret",  # the push-drain workload: push_flood goes to this user only
     "idle": "secret",  # the 200 idle sessions
     "flooded": "secret",  # call latency during a push flood: Note changes for this user
+    "syncer": "secret",  # first sync: 10,000 Notes
+    "bigsync": "secret",  # the resync's peak RSS: 100,000 Notes
 }
 #: The account push_flood() floods: the "flood" user's.
 FLOOD_ACCOUNT = "a-flood"

@@ -183,6 +183,57 @@ def connect_rows(res: Results) -> list[Row]:
     ]
 
 
+#: The first-sync clients, in table order: (key, name).
+SYNC_CLIENTS = (
+    ("feed", "`ChangeFeed.catch_up()` over WsSession, no compression"),
+    ("feed_deflate", "`ChangeFeed.catch_up()`, default compression (context)"),
+    ("http", "hand-written HTTP POST loop, a page per request"),
+)
+
+
+def sync_rows(res: Results, cfg: Config) -> list[Row]:
+    """First sync on each server (feed and loop side by side), then the resync's memory."""
+    out: list[Row] = []
+    cyrus = res.extra.get("sync.cyrus", {})
+    for server, wl in (
+        ("ref", f"first sync, {cfg.sync_objects:,} Notes (reference server)"),
+        (
+            "cyrus",
+            f"first sync, {cyrus.get('messages', cfg.sync_cyrus_objects):,} Emails"
+            f" (Cyrus {cyrus.get('version', '')})",
+        ),
+    ):
+        clients = [(k, name) for k, name in SYNC_CLIENTS if res.has(f"sync.{server}.{k}.s")]
+        for stat, label, unit in (
+            ("s", "", "s"),
+            ("rt", "round trips, ", "requests"),
+            ("ops", "objects/s, ", "objects/s"),
+            ("cpu", "  client CPU, ", "s"),
+            ("server_cpu", "  server CPU, ", "s"),
+        ):
+            out += [
+                row(res, wl, f"{label}{name}", f"sync.{server}.{key}.{stat}", unit)
+                for key, name in clients
+            ]
+        for key, label in (("feed", "feed"), ("feed_deflate", "feed (default compression)")):
+            if res.has(f"ratio.sync.{server}.{key}/http"):
+                figure = f"ratio seconds {label} / HTTP loop"
+                out.append(row(res, wl, figure, f"ratio.sync.{server}.{key}/http", "x"))
+    if res.has("sync.rss.drop_mib"):
+        wl = f"resync memory, {cfg.sync_rss_objects:,} Notes"
+        for figure, key, unit in (
+            ("peak RSS above the idle process, each Delta dropped", "sync.rss.drop_mib", "MiB"),
+            ("peak RSS above the idle process, every object kept", "sync.rss.keep_mib", "MiB"),
+            ("  RSS of the idle process (connected, feed made)", "sync.rss.drop.idle_mib", "MiB"),
+            ("  RSS above idle after the resync, objects kept", "sync.rss.keep.end_mib", "MiB"),
+            ("  resync seconds (dropping)", "sync.rss.drop.s", "s"),
+            ("  round trips", "sync.rss.drop.rt", "requests"),
+        ):
+            if res.has(key):
+                out.append(row(res, wl, figure, key, unit))
+    return out
+
+
 def rows(res: Results, cfg: Config) -> list[Row]:
     """(workload, client/metric, median, min - max, unit) for every figure measured."""
     return [
@@ -193,4 +244,5 @@ def rows(res: Results, cfg: Config) -> list[Row]:
         *large_rows(res, cfg),
         *idle_rows(res, cfg),
         *connect_rows(res),
+        *sync_rows(res, cfg),
     ]

@@ -64,6 +64,13 @@ TARGETS = [
         True,
         "KiB",
     ),
+    Target(
+        "sync: 100,000-Note resync <= 64 MiB peak RSS above the idle process",
+        "sync.rss.drop_mib",
+        64.0,
+        True,
+        "MiB",
+    ),
 ]
 
 #: Client keys (as in the result keys) to the names the report shows.
