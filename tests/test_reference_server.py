@@ -163,7 +163,15 @@ def test_session_resource_fields(srv: ReferenceServer) -> None:
             "name": "alice",
             "isPersonal": True,
             "isReadOnly": False,
-            "accountCapabilities": {NOTES: {}},
+            "accountCapabilities": {
+                NOTES: {},
+                "urn:ietf:params:jmap:blob": {  # RFC 9404
+                    "maxSizeBlobSet": 1048576,
+                    "maxDataSources": 64,
+                    "supportedTypeNames": ["Note", "Notebook"],
+                    "supportedDigestAlgorithms": ["sha", "sha-256"],
+                },
+            },
         }
     }
     assert session["primaryAccounts"] == {NOTES: ALICE}

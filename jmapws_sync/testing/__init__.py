@@ -7,9 +7,10 @@ It needs the ``server`` extra (aiohttp)::
     with ReferenceServer(users={"alice": "secret"}) as srv:
         ...  # srv.session_url, srv.ws_url, srv.api_url; knobs such as srv.halt()
 
-See :class:`ReferenceServer` for the routes, the methods served (``Core/echo`` and the
+See :class:`ReferenceServer` for the routes, the methods served (``Core/echo``, the
 ``Note`` and ``Notebook`` types of :data:`NOTES`, with ``/get``, ``/set``, ``/changes`` and
-``/query``) and the misbehaviour knobs.
+``/query``, and RFC 9404's ``Blob/upload`` and ``Blob/get``), the blob upload and download
+endpoints and the misbehaviour knobs.
 """
 
 from __future__ import annotations

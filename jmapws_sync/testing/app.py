@@ -5,7 +5,18 @@
 * ``GET /jmap/session`` -> the Session resource (RFC 8620 §2);
 * ``POST /jmap/api`` -> JMAP over HTTP (RFC 8620 §3), request errors as RFC 7807 problems;
 * ``GET /jmap/ws`` -> JMAP over WebSocket (RFC 8887), subprotocol ``jmap``; the open
-  connections are the :class:`~jmapws_sync.testing.hub.Hub`'s.
+  connections are the :class:`~jmapws_sync.testing.hub.Hub`'s;
+* ``POST /jmap/upload/{accountId}/`` -> a blob upload (RFC 8620 §6.1): 201 with
+  ``{"accountId", "blobId", "type", "size"}``, 413 over maxSizeUpload, 429 over
+  maxConcurrentUpload;
+* ``GET`` and ``HEAD /jmap/download/{accountId}/{blobId}/{name}?type=...`` (or
+  ``accept=``) -> a blob download (RFC 8620 §6.2), one ``Range`` answered 206 (416 when
+  unsatisfiable), ``If-Range`` against the ``ETag``.
+
+The two blob routes are :class:`~jmapws_sync.testing.transfer.Transfers`'; the blobs are
+a :class:`~jmapws_sync.testing.blobs.BlobStore`, which ``Blob/upload`` and ``Blob/get``
+(RFC 9404, in :mod:`~jmapws_sync.testing.jmap`) share. Refusals over HTTP (401, 404,
+413, 429, 503...) are RFC 7807 problems (``application/problem+json``).
 
 Everything here runs in the server's loop thread.
 """
@@ -23,8 +34,10 @@ from typing import Any
 
 from aiohttp import web
 
+from jmapws_sync.testing.blobs import BlobStore
 from jmapws_sync.testing.hub import CLOSE_TIMEOUT, Connection, DeflatingResponse, Hub, dumps
 from jmapws_sync.testing.jmap import (
+    BLOB,
     CORE,
     NOTES,
     WEBSOCKET,
@@ -35,8 +48,23 @@ from jmapws_sync.testing.jmap import (
 )
 from jmapws_sync.testing.state import Accounts, Handshake, Knobs, Observed, Quirks
 from jmapws_sync.testing.store import NoteStore, account_id_for
+from jmapws_sync.testing.transfer import (
+    DOWNLOAD_PATH,
+    PROBLEM_JSON,
+    UPLOAD_PATH,
+    Transfers,
+    problem,
+)
 
-__all__ = ["API_PATH", "SESSION_PATH", "WELL_KNOWN_PATH", "WS_PATH", "JmapApp"]
+__all__ = [
+    "API_PATH",
+    "DOWNLOAD_PATH",
+    "SESSION_PATH",
+    "UPLOAD_PATH",
+    "WELL_KNOWN_PATH",
+    "WS_PATH",
+    "JmapApp",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +73,6 @@ API_PATH = "/jmap/api"
 WS_PATH = "/jmap/ws"
 WELL_KNOWN_PATH = "/.well-known/jmap"
 CHALLENGE = 'Basic realm="jmap", Bearer realm="jmap"'
-PROBLEM_JSON = "application/problem+json"
-
-
-def _problem(status: int, title: str, detail: str, **extra: Any) -> web.Response:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return web.json_response(body, status=status, content_type=PROBLEM_JSON, dumps=dumps)
 
 
 class JmapApp:
@@ -60,6 +82,7 @@ class JmapApp:
         self,
         *,
         store: NoteStore,
+        blobs: BlobStore,
         accounts: Accounts,
         limits: Limits,
         quirks: Quirks,
@@ -70,6 +93,7 @@ class JmapApp:
         urls: Callable[[], tuple[str, str]],
     ) -> None:
         self._store = store
+        self._blobs = blobs
         self._accounts = accounts
         self._limits = limits
         self._quirks = quirks
@@ -90,6 +114,15 @@ class JmapApp:
             parse=self._parse,
             process=self._process,
         )
+        self.transfers = Transfers(
+            blobs=blobs,
+            store=store,
+            limits=limits,
+            knobs=knobs,
+            observed=observed,
+            authenticate=self._authenticate,
+            unauthorized=self._unauthorized,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None) -> int:
@@ -99,6 +132,7 @@ class JmapApp:
         app.router.add_get(SESSION_PATH, self._handle_session)
         app.router.add_post(API_PATH, self._handle_api)
         app.router.add_get(WS_PATH, self._handle_ws)
+        self.transfers.add_routes(app.router)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
@@ -141,7 +175,7 @@ class JmapApp:
     @staticmethod
     def _unauthorized(scheme: str | None) -> web.Response:
         detail = "credentials required" if scheme is None else "credentials rejected"
-        response = _problem(401, "Unauthorized", detail)
+        response = problem(401, "Unauthorized", detail)
         response.headers["WWW-Authenticate"] = CHALLENGE
         return response
 
@@ -174,18 +208,23 @@ class JmapApp:
             ws_url = "wss:" + WS_PATH  # Cyrus 3.6: "wss:/jmap/ws/", over http as well
         else:
             ws_url = WS_PATH if quirks.relative_urls else ws_absolute
+        capabilities: dict[str, Any] = {
+            CORE: self._limits.capability(),
+            WEBSOCKET: {"url": ws_url, "supportsPush": quirks.supports_push},
+            NOTES: {},
+        }
+        account_capabilities: dict[str, Any] = {NOTES: {}}
+        if quirks.blob_capability:
+            capabilities[BLOB] = {}  # RFC 9404 §3.1: the limits are per account
+            account_capabilities[BLOB] = self._limits.blob_account_capability()
         return {
-            "capabilities": {
-                CORE: self._limits.capability(),
-                WEBSOCKET: {"url": ws_url, "supportsPush": quirks.supports_push},
-                NOTES: {},
-            },
+            "capabilities": capabilities,
             "accounts": {
                 account_id: {
                     "name": user,
                     "isPersonal": True,
                     "isReadOnly": False,
-                    "accountCapabilities": {NOTES: {}},
+                    "accountCapabilities": account_capabilities,
                 }
             },
             "primaryAccounts": {NOTES: account_id},
@@ -249,6 +288,7 @@ class JmapApp:
                 session_state=self._session_state(),
                 quirks=self._quirks,
                 stall_changes=self._knobs.take_stalled_change,
+                blobs=self._blobs if self._quirks.blob_capability else None,
             )
             return process_request(obj, ctx)
         finally:
@@ -271,11 +311,11 @@ class JmapApp:
             return self._unauthorized(scheme)
         if self.hub.stopping:
             record(503)
-            return _problem(503, "Service Unavailable", "the server is shutting down")
+            return problem(503, "Service Unavailable", "the server is shutting down")
         fail_status = self._knobs.fail_status
         if fail_status is not None:
             record(fail_status)
-            response = _problem(fail_status, "Handshake refused", "fail_handshake knob")
+            response = problem(fail_status, "Handshake refused", "fail_handshake knob")
             if fail_status == 503:
                 response.headers["Retry-After"] = "1"
             return response

@@ -6,7 +6,8 @@ one JSON line; the child starts the server and answers with one JSON line of fac
 (``port``, ``base_url``, ``ws_url``, ``api_url``, ``pid``); then each JSON line
 ``{"call": NAME, "args": [...], "kwargs": {...}}`` runs that :class:`ReferenceServer`
 method (or, with a dotted name, a method of an attribute, such as ``"store.state"``) and
-is answered by ``{"ok": RESULT}`` or ``{"error": MESSAGE}``. ``{"call": "cpu"}`` gives the
+is answered by ``{"ok": RESULT}`` (a dataclass, such as ``blob_stats()``'s, as an
+object) or ``{"error": MESSAGE}``. ``{"call": "cpu"}`` gives the
 child's CPU seconds. The child stops when its stdin closes. Options, passwords included,
 go through the pipe, never the command line::
 
@@ -17,6 +18,7 @@ go through the pipe, never the command line::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -149,6 +151,8 @@ def main() -> int:
                 else:
                     method = _resolve(server, command["call"])
                     result = method(*command.get("args", ()), **command.get("kwargs", {}))
+                    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+                        result = dataclasses.asdict(result)
                 answer = {"ok": result}
             except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises
                 answer = {"error": f"{type(exc).__name__}: {exc}"}

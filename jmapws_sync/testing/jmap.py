@@ -8,16 +8,25 @@ Methods: ``Core/echo`` (§4) and, for each type of the notes capability (``Note`
 over a :class:`~jmapws_sync.testing.store.NoteStore`; back-references per §3.7. The quirks
 that change method answers (``refuse_get_all``, ``query``, ``max_changes_cap``) come in the
 :class:`RequestContext`, as does the ``stall_changes`` knob.
+
+With a :class:`~jmapws_sync.testing.blobs.BlobStore` in the context, the blob capability
+(:data:`BLOB`, RFC 9404) is served too: ``Blob/upload`` (§4.1) and ``Blob/get`` (§4.2),
+over the same blobs as the HTTP upload and download endpoints. Without one, ``BLOB`` is an
+unknown capability and ``Blob/upload`` and ``Blob/get`` unknown methods.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
+import hashlib
 import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from jmapws_sync.testing.blobs import DEFAULT_TYPE, Blob, BlobBuffer, BlobStore
 from jmapws_sync.testing.state import Quirks
 from jmapws_sync.testing.store import (
     DATA_TYPES,
@@ -30,6 +39,7 @@ from jmapws_sync.testing.store import (
 _NO_QUIRKS = Quirks()
 
 __all__ = [
+    "BLOB",
     "CORE",
     "NOTES",
     "WEBSOCKET",
@@ -44,7 +54,13 @@ logger = logging.getLogger(__name__)
 CORE = "urn:ietf:params:jmap:core"
 WEBSOCKET = "urn:ietf:params:jmap:websocket"
 NOTES = "urn:x-jmapws-sync:notes"
+#: JMAP Blob management (RFC 9404).
+BLOB = "urn:ietf:params:jmap:blob"
 KNOWN_CAPABILITIES = frozenset({CORE, WEBSOCKET, NOTES})
+#: The methods of :data:`BLOB` (``Blob/copy`` would be core's, RFC 8620 §6.3).
+BLOB_METHODS = frozenset({"Blob/upload", "Blob/get", "Blob/lookup"})
+#: The digests ``Blob/get`` gives (RFC 9404 §4.2), by their names in ``digest:<name>``.
+DIGEST_ALGORITHMS: Mapping[str, str] = {"sha": "sha1", "sha-256": "sha256"}
 ERROR_PREFIX = "urn:ietf:params:jmap:error:"
 
 
@@ -61,6 +77,10 @@ class Limits:
     max_objects_in_set: int = 500
     #: The largest ``limit`` a ``Foo/query`` gets (RFC 8620 §5.5); not advertised.
     max_query_limit: int = 1000
+    #: The largest blob ``Blob/upload`` makes (RFC 9404 §3.1); ``None``: no limit.
+    max_size_blob_set: int | None = 1_048_576
+    #: The most DataSourceObjects one ``Blob/upload`` creation may have (RFC 9404 §3.1).
+    max_data_sources: int = 64
 
     def capability(self) -> dict[str, Any]:
         """The core capability object of the Session resource (RFC 8620 §2)."""
@@ -73,6 +93,15 @@ class Limits:
             "maxObjectsInGet": self.max_objects_in_get,
             "maxObjectsInSet": self.max_objects_in_set,
             "collationAlgorithms": ["i;ascii-casemap", "i;octet"],
+        }
+
+    def blob_account_capability(self) -> dict[str, Any]:
+        """The blob capability of an account (RFC 9404 §3.1), in ``accountCapabilities``."""
+        return {
+            "maxSizeBlobSet": self.max_size_blob_set,
+            "maxDataSources": self.max_data_sources,
+            "supportedTypeNames": sorted(DATA_TYPES),
+            "supportedDigestAlgorithms": list(DIGEST_ALGORITHMS),
         }
 
 
@@ -126,6 +155,8 @@ class RequestContext:
     quirks: Quirks = _NO_QUIRKS
     #: Called by each ``Foo/changes`` about to succeed: True makes it stall (the knob).
     stall_changes: Callable[[], bool] = lambda: False
+    #: The blobs, for ``Blob/upload`` and ``Blob/get``; ``None``: no blob capability.
+    blobs: BlobStore | None = None
 
 
 Method = Callable[[RequestContext, dict[str, Any], dict[str, str]], dict[str, Any]]
@@ -144,11 +175,14 @@ def process_request(obj: object, ctx: RequestContext) -> dict[str, Any]:
             f"{len(calls)} method calls; at most {ctx.limits.max_calls_in_request} allowed",
             limit="maxCallsInRequest",
         )
-    unknown = [c for c in using if c not in KNOWN_CAPABILITIES]
+    known = KNOWN_CAPABILITIES if ctx.blobs is None else KNOWN_CAPABILITIES | {BLOB}
+    unknown = [c for c in using if c not in known]
     if unknown:
         raise JmapRequestError("unknownCapability", f"unknown capabilities: {unknown}")
     for name, _, _ in calls:
         needed = _capability_of(name)
+        if needed not in known:
+            continue  # Blob/* without the blob capability: unknownMethod, below
         if needed is not None and needed not in using:
             raise JmapRequestError(
                 "unknownCapability", f"{name} needs {needed!r} in the 'using' property"
@@ -158,7 +192,10 @@ def process_request(obj: object, ctx: RequestContext) -> dict[str, Any]:
     for name, args, call_id in calls:
         try:
             resolved = _resolve_references(args, responses)
-            result = _METHODS.get(name, _unknown)(ctx, resolved, created_ids)
+            method = _METHODS.get(name, _unknown)
+            if ctx.blobs is None and name in BLOB_METHODS:
+                method = _unknown
+            result = method(ctx, resolved, created_ids)
         except MethodError as exc:
             responses.append(["error", exc.arguments(), call_id])
         except Exception:
@@ -214,6 +251,8 @@ def _capability_of(name: str) -> str | None:
     """The capability a method belongs to, or ``None`` for methods we do not know."""
     if name.startswith("Core/"):
         return CORE
+    if name in BLOB_METHODS:
+        return BLOB
     if name.partition("/")[0] in DATA_TYPES:
         return NOTES
     return None
@@ -515,6 +554,232 @@ def _query(
     return response
 
 
+# -- blobs (RFC 9404) ------------------------------------------------------------------------
+class _NotCreated(Exception):
+    """One ``Blob/upload`` creation fails with this SetError (RFC 8620 §5.3)."""
+
+    def __init__(self, kind: str, description: str, **extra: Any) -> None:
+        super().__init__(description)
+        self.error: dict[str, Any] = {"type": kind, "description": description, **extra}
+
+
+def _invalid(description: str, *properties: str) -> _NotCreated:
+    return _NotCreated("invalidProperties", description, properties=list(properties))
+
+
+def _blobs(ctx: RequestContext) -> BlobStore:
+    if ctx.blobs is None:  # not reached: process_request answers unknownMethod first
+        raise MethodError("unknownMethod")
+    return ctx.blobs
+
+
+def _blob_ref(blob_id: str, created_ids: Mapping[str, str]) -> str:
+    """A blob id, or ``#creationId`` of a blob created earlier (RFC 8620 §5.3)."""
+    return created_ids.get(blob_id[1:], blob_id) if blob_id.startswith("#") else blob_id
+
+
+def _media_type(value: object) -> str:
+    """A creation's ``type``: a string fit for a Content-Type header, or null."""
+    if value is None:
+        return DEFAULT_TYPE
+    if not isinstance(value, str) or not value.isprintable() or not value.isascii():
+        raise _invalid("'type' must be null or a media type", "type")
+    return value
+
+
+_SOURCE_KEYS = frozenset({"data:asText", "data:asBase64", "blobId", "offset", "length"})
+
+
+def _optional_uint(obj: Mapping[str, Any], name: str) -> int | None:
+    """``obj[name]``: null or a non-negative integer (else ``TypeError``)."""
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TypeError(f"{name!r} must be null or a non-negative integer")
+    return value
+
+
+def _source_octets(
+    index: int,
+    source: object,
+    account_id: str,
+    blobs: BlobStore,
+    created_ids: Mapping[str, str],
+) -> bytes | memoryview:
+    """The octets of DataSourceObject number ``index`` (RFC 9404 §4.1)."""
+    where = f"data/{index}"
+    if not isinstance(source, dict) or set(source) - _SOURCE_KEYS:
+        raise _invalid(f"{where}: not a DataSourceObject", "data")
+    kinds = [k for k in ("data:asText", "data:asBase64", "blobId") if k in source]
+    if len(kinds) != 1:
+        raise _invalid(f"{where}: needs one of data:asText, data:asBase64, blobId", "data")
+    kind = kinds[0]
+    value = source[kind]
+    if not isinstance(value, str):
+        raise _invalid(f"{where}: {kind!r} must be a string", "data")
+    if kind != "blobId":
+        if "offset" in source or "length" in source:
+            raise _invalid(f"{where}: offset and length go with blobId only", "data")
+        try:
+            if kind == "data:asText":
+                return value.encode("utf-8")
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:  # bad base64, a lone surrogate
+            raise _invalid(f"{where}: {kind!r} cannot be decoded", "data") from exc
+    blob = blobs.get(account_id, _blob_ref(value, created_ids))
+    if blob is None:
+        raise _NotCreated("blobNotFound", f"{where}: no blob {value!r}", notFound=[value])
+    try:
+        offset = _optional_uint(source, "offset") or 0
+        length = _optional_uint(source, "length")
+    except TypeError as exc:
+        raise _invalid(f"{where}: {exc}", "data") from exc
+    end = blob.size if length is None else offset + length
+    if offset > blob.size or end > blob.size:
+        raise _invalid(f"{where}: the range goes past the end of {value!r}", "data")
+    return blob.view[offset:end]
+
+
+def _create_blob(
+    ctx: RequestContext,
+    blobs: BlobStore,
+    account_id: str,
+    spec: object,
+    created_ids: Mapping[str, str],
+) -> Blob:
+    """One ``Blob/upload`` creation; ``_NotCreated`` says why it fails."""
+    if not isinstance(spec, dict):
+        raise _invalid("an UploadObject must be an object")
+    extra = sorted(set(spec) - {"data", "type"})
+    if extra:
+        raise _invalid(f"unknown properties {extra}", *extra)
+    media_type = _media_type(spec.get("type"))
+    sources = spec.get("data")
+    if not isinstance(sources, list):
+        raise _invalid("'data' must be an array", "data")
+    limits = ctx.limits
+    if len(sources) > limits.max_data_sources:
+        raise _invalid(f"more than {limits.max_data_sources} data sources", "data")
+    limit = limits.max_size_blob_set
+    data = BlobBuffer()
+    for index, source in enumerate(sources):
+        octets = _source_octets(index, source, account_id, blobs, created_ids)
+        if limit is not None and data.size + len(octets) > limit:
+            raise _NotCreated("tooLarge", f"the blob would exceed {limit} octets")
+        data.write(octets)
+    return blobs.put_buffer(account_id, data, media_type)
+
+
+def _blob_upload(
+    ctx: RequestContext, args: dict[str, Any], created_ids: dict[str, str]
+) -> dict[str, Any]:
+    """``Blob/upload`` (RFC 9404 §4.1): blobs made of text, base64 and ranges of blobs.
+
+    Creations run in order, so a ``#creationId`` blobId may name an earlier one.
+    """
+    blobs = _blobs(ctx)
+    _check_args(args, frozenset({"accountId", "create"}))
+    account_id = _account(ctx, args)
+    create = args.get("create")
+    if not isinstance(create, dict):
+        raise MethodError("invalidArguments", "'create' must be an object")
+    if len(create) > ctx.limits.max_objects_in_set:
+        raise MethodError(
+            "requestTooLarge", f"at most {ctx.limits.max_objects_in_set} objects per upload"
+        )
+    created: dict[str, Any] = {}
+    not_created: dict[str, Any] = {}
+    for creation_id, spec in create.items():
+        try:
+            blob = _create_blob(ctx, blobs, account_id, spec, created_ids)
+        except _NotCreated as exc:
+            not_created[creation_id] = exc.error
+            continue
+        created[creation_id] = {"id": blob.id, "type": blob.type, "size": blob.size}
+        created_ids[creation_id] = blob.id
+    return {
+        "accountId": account_id,
+        "created": created or None,
+        "notCreated": not_created or None,
+    }
+
+
+_BLOB_DATA = ("data", "data:asText", "data:asBase64")
+_BLOB_PROPERTIES = frozenset(
+    {"id", "size", *_BLOB_DATA, *(f"digest:{name}" for name in DIGEST_ALGORITHMS)}
+)
+
+
+def _blob_get(
+    ctx: RequestContext, args: dict[str, Any], created_ids: dict[str, str]
+) -> dict[str, Any]:
+    """``Blob/get`` (RFC 9404 §4.2): data, size and digests of (a range of) blobs."""
+    blobs = _blobs(ctx)
+    _check_args(args, frozenset({"accountId", "ids", "properties", "offset", "length"}))
+    account_id = _account(ctx, args)
+    ids = _string_list(args, "ids")
+    if ids is None:
+        raise MethodError("invalidArguments", "'ids' must be given: blobs cannot be listed")
+    if len(ids) > ctx.limits.max_objects_in_get:
+        raise MethodError("requestTooLarge", f"at most {ctx.limits.max_objects_in_get} ids per get")
+    properties = _string_list(args, "properties")
+    if properties is None:
+        properties = ["data", "size"]
+    unknown = sorted(set(properties) - _BLOB_PROPERTIES)
+    if unknown:
+        raise MethodError("invalidArguments", f"unknown properties: {unknown}")
+    try:
+        offset = _optional_uint(args, "offset") or 0
+        length = _optional_uint(args, "length")
+    except TypeError as exc:
+        raise MethodError("invalidArguments", str(exc)) from exc
+    found: list[dict[str, Any]] = []
+    not_found: list[str] = []
+    for blob_id in ids:
+        blob = blobs.get(account_id, _blob_ref(blob_id, created_ids))
+        if blob is None:
+            not_found.append(blob_id)
+            continue
+        size = blob.size
+        # RFC 9404 §4.2: a length past the end truncates; without a length, only an offset
+        # past the end does.
+        end = size if length is None else offset + length
+        truncated = end > size or offset > size
+        octets = blob.view[min(offset, size) : min(end, size)]
+        entry: dict[str, Any] = {"id": blob.id}
+        if any(p in _BLOB_DATA for p in properties):
+            entry.update(_blob_data(octets, properties))
+            if truncated:
+                entry["isTruncated"] = True
+        for name, algorithm in DIGEST_ALGORITHMS.items():
+            if f"digest:{name}" in properties:
+                digest = hashlib.new(algorithm, octets).digest()
+                entry[f"digest:{name}"] = base64.b64encode(digest).decode("ascii")
+        if "size" in properties:
+            entry["size"] = size
+        found.append(entry)
+    return {"accountId": account_id, "list": found, "notFound": not_found}
+
+
+def _blob_data(octets: memoryview, properties: Collection[str]) -> dict[str, Any]:
+    """The data properties of one Blob/get entry, and isEncodingProblem when it applies."""
+    try:
+        text: str | None = str(octets, "utf-8")
+    except UnicodeDecodeError:
+        text = None
+    out: dict[str, Any] = {}
+    if "data:asText" in properties:
+        out["data:asText"] = text
+    if "data:asBase64" in properties or ("data" in properties and text is None):
+        out["data:asBase64"] = base64.b64encode(octets).decode("ascii")
+    if "data" in properties and text is not None and "data:asText" not in out:
+        out["data:asText"] = text
+    if text is None and ("data" in properties or "data:asText" in properties):
+        out["isEncodingProblem"] = True
+    return out
+
+
 def _type_methods(data_type: str) -> dict[str, Method]:
     """The ``/get``, ``/set``, ``/changes`` and ``/query`` methods of one data type."""
     return {
@@ -528,6 +793,10 @@ def _type_methods(data_type: str) -> dict[str, Method]:
     }
 
 
-_METHODS: dict[str, Method] = {"Core/echo": _echo}
+_METHODS: dict[str, Method] = {
+    "Core/echo": _echo,
+    "Blob/upload": _blob_upload,
+    "Blob/get": _blob_get,
+}
 for _name in DATA_TYPES:
     _METHODS.update(_type_methods(_name))

@@ -12,8 +12,9 @@ The server runs in a named daemon thread with its own asyncio loop; every public
 thread-safe and meant to be called from the test thread. The knobs (:meth:`delay`,
 :meth:`reorder`, :meth:`halt`, :meth:`reset_all`...) make it misbehave on purpose for fault
 tests; each says whether it acts on the open connections, on future ones, or both.
-This module is the facade; :mod:`.app` holds the HTTP side, :mod:`.hub` the WebSocket
-connections, :mod:`.state` what the two share with the test thread.
+This module is the facade; :mod:`.app` holds the HTTP side (:mod:`.transfer` its blob
+uploads and downloads), :mod:`.hub` the WebSocket connections, :mod:`.state` what the two
+share with the test thread.
 """
 
 from __future__ import annotations
@@ -23,16 +24,18 @@ import itertools
 import logging
 import random
 import ssl
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
 from jmapws_sync.testing.app import API_PATH, SESSION_PATH, WELL_KNOWN_PATH, WS_PATH, JmapApp
+from jmapws_sync.testing.blobs import DEFAULT_TYPE, BlobStore
 from jmapws_sync.testing.hub import Hub
 from jmapws_sync.testing.jmap import Limits
 from jmapws_sync.testing.loop import BackgroundLoop
 from jmapws_sync.testing.state import (
     CYRUS_QUIRKS,
     Accounts,
+    BlobStats,
     Handshake,
     Knobs,
     Observed,
@@ -40,7 +43,7 @@ from jmapws_sync.testing.state import (
 )
 from jmapws_sync.testing.store import NOTE, NoteStore, account_id_for
 
-__all__ = ["CYRUS_QUIRKS", "Handshake", "ReferenceServer"]
+__all__ = ["CYRUS_QUIRKS", "BlobStats", "Handshake", "ReferenceServer"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,14 @@ _T = TypeVar("_T")
 _START_TIMEOUT = 10.0
 #: How long a knob call from the test thread may take.
 _KNOB_TIMEOUT = 10.0
+
+
+def _rate(bytes_per_second: float | None) -> float | None:
+    if bytes_per_second is None:
+        return None
+    if not bytes_per_second > 0:
+        raise ValueError("a throttle needs a positive rate (None turns it off)")
+    return float(bytes_per_second)
 
 
 class ReferenceServer:
@@ -67,6 +78,21 @@ class ReferenceServer:
     passed to a new server so data, states and the change logs survive a restart::
 
         again = ReferenceServer(store=srv.store, port=srv.port, users=...).start()
+
+    Blobs (RFC 8620 §6) live in :attr:`blobs`, a
+    :class:`~jmapws_sync.testing.blobs.BlobStore` that survives a restart the same way
+    (``blobs=srv.blobs``); their ids are ``"G"`` + 40 hex digits of the data's SHA-256.
+    ``uploadUrl`` (``POST /jmap/upload/{accountId}/``) takes at most ``max_size_upload``
+    octets (413 otherwise, before the body when Content-Length says so) and
+    ``max_concurrent_upload`` uploads per user at once (429 beyond); ``downloadUrl``
+    (``GET /jmap/download/{accountId}/{blobId}/{name}?type={type}``) serves one
+    ``Range`` (206, or 416) and ``If-Range`` (see :mod:`jmapws_sync.testing.transfer`).
+    RFC 9404 (``urn:ietf:params:jmap:blob``: ``Blob/upload``, ``Blob/get`` over the same
+    blobs) is served unless ``blob_capability=False``; each account advertises
+    ``maxSizeBlobSet`` (``max_size_blob_set``, default 1 MiB, ``None`` for no limit),
+    ``maxDataSources`` 64, ``supportedTypeNames`` ``["Note", "Notebook"]`` and
+    ``supportedDigestAlgorithms`` ``["sha", "sha-256"]``. :meth:`add_blob` and
+    :meth:`blob` reach the blobs from Python.
 
     Quirks of deployed servers, each off by default (:data:`CYRUS_QUIRKS` turns on those
     of Cyrus IMAP 3.6): ``relative_urls`` advertises apiUrl, the WebSocket url and the
@@ -107,10 +133,12 @@ class ReferenceServer:
     :meth:`bump_session_state`,
     :meth:`set_password`, :meth:`set_token`, :meth:`change_note`, :meth:`destroy_note`,
     :meth:`change_notebook`, :meth:`destroy_notebook`, :meth:`fill_notes`,
-    :meth:`stall_changes`, :meth:`forget_changes`.
+    :meth:`stall_changes`, :meth:`forget_changes`; for uploads and downloads
+    :meth:`drop_downloads`, :meth:`ranges`, :meth:`throttle_downloads`,
+    :meth:`throttle_uploads`, :meth:`busy`.
     Observation: :meth:`connection_count`, :meth:`wait_for_connections`,
     :meth:`requests_seen`, :meth:`wait_for_requests`, :meth:`last_handshake`,
-    :meth:`last_push_enable`.
+    :meth:`last_push_enable`, :meth:`blob_stats`, :meth:`wait_for_blob_stats`.
     """
 
     def __init__(
@@ -121,6 +149,7 @@ class ReferenceServer:
         users: Mapping[str, str] | None = None,
         tokens: Mapping[str, str] | None = None,
         store: NoteStore | None = None,
+        blobs: BlobStore | None = None,
         ssl_context: ssl.SSLContext | None = None,
         relative_urls: bool = False,
         hostless_ws_url: bool = False,
@@ -143,6 +172,10 @@ class ReferenceServer:
         max_objects_in_get: int = 500,
         max_objects_in_set: int = 500,
         max_query_limit: int = 1000,
+        max_size_upload: int = 50_000_000,
+        max_concurrent_upload: int = 4,
+        blob_capability: bool = True,
+        max_size_blob_set: int | None = 1_048_576,
         seed: int | None = None,
     ) -> None:
         self._host = host
@@ -152,6 +185,8 @@ class ReferenceServer:
         """The notes, states and change log; hand it to a new server to survive a restart."""
         for user in self._accounts.names():
             self.store.ensure_account(user)
+        self.blobs: BlobStore = blobs if blobs is not None else BlobStore()
+        """The uploaded blobs; hand it to a new server to keep them over a restart."""
         self._ssl_context = ssl_context
         self._quirks = Quirks(
             relative_urls=relative_urls,
@@ -169,9 +204,14 @@ class ReferenceServer:
             push_states_differ=push_states_differ,
             max_changes_cap=max_changes_cap,
             destroy_forgets_changes=destroy_forgets_changes,
+            blob_capability=blob_capability,
         )
         if max_query_limit < 1:
             raise ValueError("max_query_limit must be at least 1")
+        if max_size_upload < 0 or max_concurrent_upload < 1:
+            raise ValueError("max_size_upload must be >= 0 and max_concurrent_upload >= 1")
+        if max_size_blob_set is not None and max_size_blob_set < 0:
+            raise ValueError("max_size_blob_set must be None or >= 0")
         self.limits = Limits(
             max_size_request=max_size_request,
             max_concurrent_requests=max_concurrent_requests,
@@ -179,6 +219,9 @@ class ReferenceServer:
             max_objects_in_get=max_objects_in_get,
             max_objects_in_set=max_objects_in_set,
             max_query_limit=max_query_limit,
+            max_size_upload=max_size_upload,
+            max_concurrent_upload=max_concurrent_upload,
+            max_size_blob_set=max_size_blob_set,
         )
         self._rng = random.Random(seed)  # noqa: S311 - timing and shuffling, not secrets
         self._knobs = Knobs()
@@ -372,6 +415,18 @@ class ReferenceServer:
         """
         self.store.compact_changes(self.store.ensure_account(user), data_type)
 
+    def add_blob(self, user: str, data: bytes, type: str = DEFAULT_TYPE) -> str:  # noqa: A002
+        """Store ``data`` as a blob of ``user``'s account, of media ``type``; return its id.
+
+        The same as an upload would give: the id is ``"G"`` + 40 hex digits of the SHA-256
+        of ``data``, and downloads, ``Blob/get`` and ``Blob/upload`` see it at once.
+        """
+        return self.blobs.put(self.store.ensure_account(user), data, type).id
+
+    def blob(self, user: str, blob_id: str) -> bytes | None:
+        """The octets of blob ``blob_id`` of ``user``'s account, or ``None``."""
+        return self.blobs.data(account_id_for(user), blob_id)
+
     def session_state(self) -> str:
         """The current Session ``state`` (also each Response's ``sessionState``)."""
         return f"ss{self._session_serial}"
@@ -409,6 +464,22 @@ class ReferenceServer:
     def last_push_enable(self) -> dict[str, Any] | None:
         """The last WebSocketPushEnable object received (as sent, decoded), or ``None``."""
         return self._observed.last_push_enable
+
+    def blob_stats(self) -> BlobStats:
+        """What the upload and download endpoints saw so far (see :class:`BlobStats`).
+
+        ``uploads`` and ``downloads`` count authenticated requests (refused ones too),
+        ``last_range`` is the ``Range`` header of the last download (``None``: it had
+        none), ``uploads_in_progress`` the uploads whose bodies are being read now and
+        ``max_concurrent_uploads`` the most there were at once.
+        """
+        return self._observed.blob_stats()
+
+    def wait_for_blob_stats(
+        self, predicate: Callable[[BlobStats], bool], timeout: float | None = None
+    ) -> bool:
+        """Block until ``predicate(blob_stats())`` holds; ``False`` on timeout."""
+        return self._observed.wait_blobs(predicate, timeout)
 
     # -- knobs: timing --------------------------------------------------------------------
     def delay(self, seconds: float | tuple[float, float] | None) -> None:
@@ -531,6 +602,46 @@ class ReferenceServer:
         """
         self._knobs.drop_requests = drop
 
+    # -- knobs: uploads and downloads (RFC 8620 §6) -----------------------------------------
+    def drop_downloads(self, after_bytes: int, times: int = 1) -> None:
+        """Cut the next ``times`` download bodies after ``after_bytes`` octets (0 stops).
+
+        Each such response sends its headers (with the full Content-Length) and
+        ``after_bytes`` octets of body, waits until the kernel has handed them to the peer,
+        then resets the connection (TCP RST): the client sees a body cut short, never a
+        clean end. A body no longer than ``after_bytes`` goes out whole before the reset.
+        Counts responses that carry a body (not 4xx answers, not HEAD); future requests.
+        """
+        self._knobs.drop_downloads(after_bytes, times)
+
+    def ranges(self, enabled: bool) -> None:
+        """``False``: downloads ignore ``Range`` (200, whole body) and omit Accept-Ranges."""
+        self._knobs.ranges = enabled
+
+    def throttle_downloads(self, bytes_per_second: float | None) -> None:
+        """Send download bodies at about ``bytes_per_second`` (``None``: full speed).
+
+        Acts on downloads that start from now on; the loop sleeps between chunks, it never
+        blocks.
+        """
+        self._knobs.download_rate = _rate(bytes_per_second)
+
+    def throttle_uploads(self, bytes_per_second: float | None) -> None:
+        """Read upload bodies at about ``bytes_per_second`` (``None``: full speed).
+
+        Acts on uploads that start from now on; the client feels it as TCP backpressure.
+        """
+        self._knobs.upload_rate = _rate(bytes_per_second)
+
+    def busy(self, count: int = 1, status: int = 503, retry_after: str | None = "1") -> None:
+        """Answer the next ``count`` uploads or downloads with ``status`` (0 stops).
+
+        Authentication is checked first (bad credentials still get 401). The answer is a
+        problem details body (type ``about:blank``) with ``Retry-After: retry_after``
+        unless that is ``None``; an upload's body is not read.
+        """
+        self._knobs.set_busy(count, status, retry_after)
+
     # -- thread plumbing ------------------------------------------------------------------
     def _hub(self) -> Hub:
         app = self._app
@@ -547,6 +658,7 @@ class ReferenceServer:
     async def _setup(self) -> None:
         app = JmapApp(
             store=self.store,
+            blobs=self.blobs,
             accounts=self._accounts,
             limits=self.limits,
             quirks=self._quirks,

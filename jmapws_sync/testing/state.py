@@ -2,7 +2,8 @@
 
 Plain objects with their own locks: :class:`Accounts` (the credentials), :class:`Quirks`
 (fixed at construction), :class:`Knobs` (set by the test thread, read by the loop) and
-:class:`Observed` (written by the loop, read and waited on by the test thread).
+:class:`Observed` (written by the loop, read and waited on by the test thread; its blob
+side is summed up by :class:`BlobStats`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,19 @@ import binascii
 import hmac
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["CYRUS_QUIRKS", "Accounts", "Handshake", "Knobs", "Observed", "Quirks"]
+__all__ = [
+    "CYRUS_QUIRKS",
+    "Accounts",
+    "BlobStats",
+    "Handshake",
+    "Knobs",
+    "Observed",
+    "Quirks",
+]
 
 #: The :class:`~jmapws_sync.testing.ReferenceServer` options that make it behave as Cyrus
 #: IMAP 3.6 does where Cyrus departs from what a client would assume (seen against Cyrus
@@ -52,6 +61,22 @@ class Handshake:
 
 
 @dataclass(frozen=True)
+class BlobStats:
+    """What the upload and download endpoints saw (RFC 8620 §6.1, §6.2), at one moment."""
+
+    #: Authenticated requests to the upload endpoint (busy, rejected and failed ones too).
+    uploads: int = 0
+    #: Authenticated requests to the download endpoint (busy, rejected, HEAD ones too).
+    downloads: int = 0
+    #: The ``Range`` header of the last such download, or ``None`` when it had none.
+    last_range: str | None = None
+    #: Uploads whose body is being read right now.
+    uploads_in_progress: int = 0
+    #: The most uploads whose bodies were being read at once, since the server was made.
+    max_concurrent_uploads: int = 0
+
+
+@dataclass(frozen=True)
 class Quirks:
     """How the server departs from what clients assume (see ``ReferenceServer``)."""
 
@@ -79,6 +104,8 @@ class Quirks:
     #: A destroy forgets the type's change log: older states get cannotCalculateChanges
     #: (Cyrus with ``expunge_mode: immediate``, "outdated sinceModseq").
     destroy_forgets_changes: bool = False
+    #: Serve RFC 9404 (``urn:ietf:params:jmap:blob``: Blob/upload, Blob/get).
+    blob_capability: bool = True
 
     def __post_init__(self) -> None:
         if self.well_known_status not in (301, 302, 303, 307, 308):
@@ -107,6 +134,48 @@ class Knobs:
     #: How many of the next ``Foo/changes`` calls stall (see ``take_stalled_change``).
     stalled_changes: int = 0
     _stall_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: Downloads honour ``Range`` (and say ``Accept-Ranges: bytes``).
+    ranges: bool = True
+    #: Octets per second for download bodies / upload bodies; ``None``: as fast as possible.
+    download_rate: float | None = None
+    upload_rate: float | None = None
+    #: ``(after_bytes, times)``: the next ``times`` download bodies are cut (see below).
+    download_drops: tuple[int, int] = (0, 0)
+    #: ``(count, status, retry_after)``: the next ``count`` transfers answer ``status``.
+    busy: tuple[int, int, str | None] = (0, 503, None)
+    _blob_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def drop_downloads(self, after_bytes: int, times: int) -> None:
+        """Cut the next ``times`` download bodies after ``after_bytes`` octets (0 stops)."""
+        if after_bytes < 0:
+            raise ValueError("after_bytes must not be negative")
+        with self._blob_lock:
+            self.download_drops = (after_bytes, max(times, 0))
+
+    def take_download_drop(self) -> int | None:
+        """After how many octets this download's body is cut, or ``None``; counts down."""
+        with self._blob_lock:
+            after, times = self.download_drops
+            if times <= 0:
+                return None
+            self.download_drops = (after, times - 1)
+            return after
+
+    def set_busy(self, count: int, status: int, retry_after: str | None) -> None:
+        """Make the next ``count`` uploads or downloads answer ``status`` (0 stops)."""
+        if not 400 <= status <= 599:
+            raise ValueError("a busy status must be 4xx or 5xx")
+        with self._blob_lock:
+            self.busy = (max(count, 0), status, retry_after)
+
+    def take_busy(self) -> tuple[int, str | None] | None:
+        """``(status, retry_after)`` when this transfer is refused as busy; counts down."""
+        with self._blob_lock:
+            count, status, retry_after = self.busy
+            if count <= 0:
+                return None
+            self.busy = (count - 1, status, retry_after)
+            return status, retry_after
 
     def stall_changes(self, count: int) -> None:
         """Make the next ``count`` successful ``Foo/changes`` calls stall (0 stops)."""
@@ -190,6 +259,7 @@ class Observed:
         self.pings = 0
         self.last_handshake: Handshake | None = None
         self.last_push_enable: dict[str, Any] | None = None
+        self._blobs = BlobStats()
 
     def set_connections(self, n: int) -> None:
         with self.cond:
@@ -200,6 +270,42 @@ class Observed:
         with self.cond:
             self.requests += 1
             self.cond.notify_all()
+
+    # -- blobs: the loop writes, the test thread reads ------------------------------------
+    def blob_stats(self) -> BlobStats:
+        """What the upload and download endpoints saw so far."""
+        with self.cond:
+            return self._blobs
+
+    def _update_blobs(self, **changes: Any) -> None:
+        with self.cond:
+            self._blobs = replace(self._blobs, **changes)
+            self.cond.notify_all()
+
+    def count_upload(self) -> None:
+        with self.cond:
+            self._update_blobs(uploads=self._blobs.uploads + 1)
+
+    def count_download(self, range_header: str | None) -> None:
+        with self.cond:
+            self._update_blobs(downloads=self._blobs.downloads + 1, last_range=range_header)
+
+    def upload_started(self) -> None:
+        with self.cond:
+            now = self._blobs.uploads_in_progress + 1
+            self._update_blobs(
+                uploads_in_progress=now,
+                max_concurrent_uploads=max(now, self._blobs.max_concurrent_uploads),
+            )
+
+    def upload_ended(self) -> None:
+        with self.cond:
+            self._update_blobs(uploads_in_progress=self._blobs.uploads_in_progress - 1)
+
+    def wait_blobs(self, predicate: Callable[[BlobStats], bool], timeout: float | None) -> bool:
+        """Block until ``predicate(blob_stats())`` holds; False on timeout."""
+        with self.cond:
+            return self.cond.wait_for(lambda: predicate(self._blobs), timeout)
 
     def wait(self, predicate: Callable[[Observed], bool], timeout: float | None) -> bool:
         """Block until ``predicate(self)`` holds; False on timeout."""
