@@ -15,11 +15,15 @@ from __future__ import annotations
 from ._framing import CloseCode
 from ._version import __version__
 from .auth import Auth, BasicAuth, BearerAuth
+from .blobs import Blob, BlobReader
 from .client import connect
 from .codec import decode, encode
 from .discovery import fetch_session
 from .errors import (
     AuthenticationError,
+    BlobError,
+    BlobNotFound,
+    BlobTooLarge,
     ConnectionClosedError,
     ConnectionLost,
     HandshakeError,
@@ -85,6 +89,11 @@ __all__ = [
     "Backoff",
     "BasicAuth",
     "BearerAuth",
+    "Blob",
+    "BlobError",
+    "BlobNotFound",
+    "BlobReader",
+    "BlobTooLarge",
     "ChangeFeed",
     "CloseCode",
     "ConnectionClosedError",

@@ -1,7 +1,8 @@
 """The ``jmapws-sync`` command (also ``python -m jmapws_sync``).
 
-Subcommands: ``session``, ``call``, ``listen``, ``sync``, ``serve`` and ``demo``; ``--help``
-on each.
+Subcommands: ``session``, ``call``, ``listen``, ``sync``, ``upload``, ``download``,
+``serve`` and ``demo``; ``--help`` on each. ``upload`` and ``download`` draw a progress bar
+on stderr when it is a terminal, and nothing otherwise.
 Secrets never go on the command line for the client commands: the password or token comes
 from an environment variable, a file, or a prompt.
 
@@ -292,6 +293,85 @@ def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+class _ProgressBar:
+    """A progress bar on stderr when it is a terminal; nothing otherwise."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._shown = sys.stderr.isatty()
+        self._last = -1
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self._shown:
+            return
+        if total:
+            percent = done * 100 // total
+            if percent == self._last:
+                return
+            self._last = percent
+            filled = percent * 30 // 100
+            bar = "#" * filled + "." * (30 - filled)
+            text = f"\r{self._label} [{bar}] {percent:3d}% {done:,}/{total:,} bytes"
+        else:
+            text = f"\r{self._label} {done:,} bytes"
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self._shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _cmd_upload(args: argparse.Namespace, out: TextIO) -> int:
+    if not os.path.isfile(args.file):
+        raise UsageError(f"not a file: {args.file}")
+    bar = _ProgressBar("uploading")
+    with connect(args.url, auth=_auth(args), **_connect_options(args)) as ws:
+        try:
+            blob = ws.upload(
+                args.file,
+                type=args.type,
+                account_id=args.account,
+                timeout=args.timeout,
+                progress=bar,
+                via="http",
+            )
+        finally:
+            bar.finish()
+    out.write(
+        json.dumps(
+            {
+                "accountId": blob.account_id,
+                "blobId": blob.blob_id,
+                "type": blob.type,
+                "size": blob.size,
+            }
+        )
+        + "\n"
+    )
+    return EXIT_OK
+
+
+def _cmd_download(args: argparse.Namespace, out: TextIO) -> int:
+    bar = _ProgressBar("downloading")
+    with connect(args.url, auth=_auth(args), **_connect_options(args)) as ws:
+        try:
+            written = ws.download(
+                args.blob_id,
+                to=args.out,
+                name=args.name,
+                type=args.type,
+                account_id=args.account,
+                timeout=args.timeout,
+                progress=bar,
+            )
+        finally:
+            bar.finish()
+    print(f"jmapws-sync: {written:,} bytes written to {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
 def _cmd_listen(args: argparse.Namespace, out: TextIO) -> int:
     types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
 
@@ -473,6 +553,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--types", help="comma-separated data types (default: all)")
     p.set_defaults(func=_cmd_listen)
 
+    p = add("upload", "upload FILE as a blob (RFC 8620 §6.1) and print the Blob as JSON")
+    _client_options(p)
+    p.add_argument("file", help="the file to upload")
+    p.add_argument("--type", default="application/octet-stream", help="its media type")
+    p.add_argument("--account", help="account id (default: the primary account)")
+    p.set_defaults(func=_cmd_upload)
+
+    p = add("download", "download blob BLOB_ID into OUT (written whole, then renamed)")
+    _client_options(p)
+    p.add_argument("blob_id", metavar="BLOB_ID", help="the blob's id")
+    p.add_argument("out", metavar="OUT", help="the file to write")
+    p.add_argument("--name", help="the name in the download URL (default: the blob id)")
+    p.add_argument("--type", help="the media type asked for (default: octet-stream)")
+    p.add_argument("--account", help="account id (default: the primary account)")
+    p.set_defaults(func=_cmd_download)
+
     p = add(
         "sync",
         "print the changes of data types as JSON lines (Deltas), from the states in"
@@ -527,7 +623,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command in ("session", "call", "listen", "sync"):
+        if args.command in ("session", "call", "listen", "sync", "upload", "download"):
             _check_client(args)
         with _sigterm_as_interrupt(args.command in _UNTIL_STOPPED):
             status: int = args.func(args, stream)

@@ -7,6 +7,7 @@ import ssl
 from typing import Any
 
 from ._deflate import check_compression
+from ._http import HttpSettings
 from ._net import Cancel, Deadline, custom_context, safe_url, same_origin
 from .auth import Auth
 from .discovery import fetch_session
@@ -87,6 +88,9 @@ def connect(
             require_subprotocol=require_subprotocol,
             session=resource,
             cancel=cancel,
+            http=HttpSettings(
+                auth=auth, ssl_context=context, proxy=proxy, trusted=url, vouched=vouched
+            ),
             **session_options,
         )
     except AuthenticationError as exc:

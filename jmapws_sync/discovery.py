@@ -24,12 +24,10 @@ Rules the fetch follows, and why:
   ``certfile``/``keyfile`` (a client certificate) or a whole ``ssl_context`` change it.
 """
 
-# Why the standard library (http.client) and no HTTP library: the Session resource is one
-# small GET per connect. http.client does TLS with the ssl module's verification, and HTTP
-# CONNECT tunnels through proxies; what it does not do (bounded redirects that drop
-# credentials across origins, refuse https -> http, a deadline for the whole fetch) we must
-# control ourselves anyway, and a dependency would add weight and a second TLS/proxy
-# configuration that could disagree with the one the WebSocket uses.
+# Why the standard library (http.client) and no HTTP library: see jmapws_sync._http, the
+# one home of the library's HTTP, which discovery shares with blob transfers. What
+# http.client does not do (bounded redirects that drop credentials across origins, refuse
+# https -> http, a deadline for the whole fetch) is done here.
 
 from __future__ import annotations
 
@@ -38,10 +36,12 @@ import logging
 import ssl
 from collections.abc import Mapping
 from typing import Final
-from urllib.parse import SplitResult, quote, urljoin, urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import attrs
 
+from ._http import REDIRECTS, redirect_target
+from ._http import connect as http_connect
 from ._net import (
     Cancel,
     Deadline,
@@ -54,7 +54,6 @@ from ._net import (
     origin,
     resolve_proxy,
     safe_url,
-    shared_default_context,
 )
 from .auth import Auth
 from .errors import (
@@ -98,11 +97,6 @@ WELL_KNOWN_PATH: Final = "/.well-known/jmap"
 #: The largest Session resource accepted: 16 MiB, far above any real one.
 MAX_SESSION_SIZE: Final = 16 * 1024 * 1024
 
-_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
-# Characters left as they are when a request target is made ASCII: RFC 3986 reserved and
-# unreserved characters, and "%" so that existing escapes stay escapes.
-_URL_SAFE: Final = "/:?#[]@!$&'()*+,;=%~-._"
-
 
 def session_url(url: str) -> str:
     """``url`` itself, or its ``/.well-known/jmap`` when it names just a host.
@@ -129,15 +123,6 @@ class _Reply:
     body: bytes
 
 
-def _request_target(parts: SplitResult, *, absolute: bool) -> str:
-    """Origin form (``/path?query``), or absolute form for a proxy; ASCII only."""
-    path = parts.path or "/"
-    target = f"{path}?{parts.query}" if parts.query else path
-    if absolute:
-        target = urlunsplit((parts.scheme, parts.netloc, target, "", ""))
-    return quote(target, safe=_URL_SAFE)
-
-
 def _get(
     parts: SplitResult,
     headers: Mapping[str, str],
@@ -149,28 +134,12 @@ def _get(
 ) -> _Reply:
     """One GET, bounded by ``deadline``; the body is read only for a 2xx answer."""
     safe = safe_url(urlunsplit(parts))
-    host, port = parts.hostname or "", origin(parts)[2]
     message = f"fetching the JMAP Session resource from {safe} timed out"
     left = deadline.timeout(message)
-    conn: http.client.HTTPConnection
-    send = dict(headers)
-    if parts.scheme == "https":
-        context = context or shared_default_context()
-        if proxy is None:
-            conn = http.client.HTTPSConnection(host, port, timeout=left, context=context)
-        else:
-            conn = http.client.HTTPSConnection(
-                proxy.host, proxy.port, timeout=left, context=context
-            )
-            conn.set_tunnel(host, port, headers=proxy.headers)  # HTTP CONNECT
-        target = _request_target(parts, absolute=False)
-    else:
-        if proxy is None:
-            conn = http.client.HTTPConnection(host, port, timeout=left)
-        else:
-            conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=left)
-            send.update(proxy.headers)
-        target = _request_target(parts, absolute=proxy is not None)
+    conn, target, extra = http_connect(
+        urlunsplit(parts), proxy=proxy, context=context, timeout=left
+    )
+    send = {**headers, **extra}
     log.debug("GET %s%s", safe, f" via proxy {proxy.label}" if proxy else "")
     watchdog = Watchdog(left, lambda: conn.sock, cancel)
     try:
@@ -209,16 +178,8 @@ def _redirect_target(current: str, reply: _Reply) -> str:
             f"{safe_url(current)} redirected (HTTP {reply.status}) without a Location",
             status=reply.status,
         )
-    target = urlunsplit(urlsplit(urljoin(current, location.strip()))._replace(fragment=""))
-    parts = urlsplit(target)
-    try:
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-        valid = valid and parts.username is None  # credentials in a URL: never
-        if valid:
-            origin(parts)  # raises ValueError for a port that is not a number
-    except ValueError:
-        valid = False
-    if not valid:
+    target = redirect_target(current, location)
+    if target is None:
         raise SessionError(f"{safe_url(current)} redirected to an invalid URL", status=reply.status)
     return target
 
@@ -276,7 +237,7 @@ def fetch_session(
             deadline=deadline,
             cancel=cancel,
         )
-        if reply.status not in _REDIRECTS:
+        if reply.status not in REDIRECTS:
             break
         target = _redirect_target(current, reply)
         safe_from, safe_to = safe_url(current), safe_url(target)

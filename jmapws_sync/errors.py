@@ -29,6 +29,9 @@ original for debugging.
      ├── RequestFailed              the server answered a call() with a RequestError
      ├── MethodError                a method call in a Response failed (``["error", ...]``)
      ├── PushUnavailable            the server says it does not support push over WebSocket
+     ├── BlobError                  a blob upload or download failed (``status``, ``problem``)
+     │    ├── BlobNotFound          no such blob (404)
+     │    └── BlobTooLarge          over maxSizeUpload, or 413
      └── SyncError                  a ChangeFeed cannot go on (unknown type or account, state file)
 
 Messages never contain credentials, and never contain frame payloads, which may carry
@@ -52,6 +55,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuthenticationError",
+    "BlobError",
+    "BlobNotFound",
+    "BlobTooLarge",
     "ConnectionClosedError",
     "ConnectionLost",
     "HandshakeError",
@@ -277,6 +283,37 @@ class MethodError(JmapWsError):
 
 class PushUnavailable(JmapWsError):
     """The server's Session resource says ``supportsPush: false``."""
+
+
+class BlobError(JmapWsError):
+    """A blob upload or download failed (RFC 8620 §6).
+
+    ``status`` is the HTTP status when the server answered one, ``problem`` its RFC 7807
+    problem details (a dict) when it sent them, ``retry_after`` the seconds its
+    ``Retry-After`` asked to wait, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        problem: Mapping[str, Any] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.status = status
+        self.problem = problem
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class BlobNotFound(BlobError):
+    """The server has no blob with that id in that account (HTTP 404)."""
+
+
+class BlobTooLarge(BlobError):
+    """Over the server's limit: ``maxSizeUpload`` (checked before a byte is sent, when the
+    size is known) or an HTTP 413."""
 
 
 class SyncError(JmapWsError):

@@ -90,10 +90,12 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import random
 import ssl
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from ._connection import FORKED
@@ -103,6 +105,7 @@ from ._inbox import DEFAULT_MAX_QUEUE
 from ._net import Deadline, check_timeout, finalize, safe_url
 from ._supervisor import Boundary, Link, ReconnectInfo, Settings, Supervisor
 from .auth import Auth
+from .blobs import Blob, BlobReader, Progress, Source
 from .errors import (
     AuthenticationError,
     ConnectionLost,
@@ -392,6 +395,82 @@ class ReconnectingSession:
             send(link.inner)
         except (TransportError, SessionClosed) as exc:
             self._sup.lost(link, exc)  # the reconnect does it
+
+    # ------------------------------------------------------------------ blobs
+
+    def _for_blobs(self, timeout: float | None) -> WsSession:
+        """The current connection's session, whose HTTP settings and Session resource a
+        transfer uses (waiting up to ``timeout`` for one); the transfer itself does not
+        need the WebSocket to stay up."""
+        self._check_forked()
+        return self._sup.wait_connected(Deadline(timeout).at).inner
+
+    def upload(
+        self,
+        data: Source,
+        *,
+        type: str = "application/octet-stream",  # noqa: A002 - RFC 8620's name
+        account_id: str | None = None,
+        timeout: float | None = 60.0,
+        progress: Progress | None = None,
+        via: str = "auto",
+    ) -> Blob:
+        """:meth:`WsSession.upload <jmapws_sync.WsSession.upload>`, over the current
+        connection's settings (``timeout`` also bounds waiting for one)."""
+        return self._for_blobs(timeout).upload(
+            data, type=type, account_id=account_id, timeout=timeout, progress=progress, via=via
+        )
+
+    def download(
+        self,
+        blob_id: str,
+        *,
+        to: str | os.PathLike[str] | BinaryIO,
+        name: str | None = None,
+        type: str | None = None,  # noqa: A002
+        account_id: str | None = None,
+        timeout: float | None = 60.0,
+        progress: Progress | None = None,
+    ) -> int:
+        """:meth:`WsSession.download <jmapws_sync.WsSession.download>`; a download goes
+        on across a reconnect of the WebSocket."""
+        return self._for_blobs(timeout).download(
+            blob_id,
+            to=to,
+            name=name,
+            type=type,
+            account_id=account_id,
+            timeout=timeout,
+            progress=progress,
+        )
+
+    def open_blob(
+        self,
+        blob_id: str,
+        *,
+        name: str | None = None,
+        type: str | None = None,  # noqa: A002
+        account_id: str | None = None,
+        timeout: float | None = 60.0,
+    ) -> BlobReader:
+        """:meth:`WsSession.open_blob <jmapws_sync.WsSession.open_blob>`."""
+        return self._for_blobs(timeout).open_blob(
+            blob_id, name=name, type=type, account_id=account_id, timeout=timeout
+        )
+
+    def read_blob(
+        self,
+        blob_id: str,
+        *,
+        offset: int = 0,
+        length: int | None = None,
+        account_id: str | None = None,
+        timeout: float | None = 60.0,
+    ) -> bytes:
+        """:meth:`WsSession.read_blob <jmapws_sync.WsSession.read_blob>`."""
+        return self._for_blobs(timeout).read_blob(
+            blob_id, offset=offset, length=length, account_id=account_id, timeout=timeout
+        )
 
     # ------------------------------------------------------------------ receiving
 

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import re
 import ssl
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 from urllib.parse import urlsplit
 
 from ._calls import Calls
@@ -36,9 +37,11 @@ from ._connection import MAX_CONSECUTIVE_NON_TEXT, Connection, OnEnd
 from ._deflate import Params, check_compression
 from ._framing import MAX_CONTROL_PAYLOAD, CloseCode, Opcode, close_payload
 from ._handshake import open_websocket
+from ._http import HttpSettings
 from ._inbox import DEFAULT_MAX_QUEUE, Inbox
 from ._net import Cancel, Deadline, check_timeout, finalize, resolve_proxy, safe_url
 from .auth import Auth
+from .blobs import Blob, BlobReader, Blobs, Progress, Source
 from .codec import encode_bytes
 from .errors import PushUnavailable, RequestFailed
 from .frames import (
@@ -104,6 +107,7 @@ class WsSession:
         inbox: Inbox | None = None,
         on_end: OnEnd | None = None,
         deflate: Params | None = None,
+        http: HttpSettings | None = None,
     ) -> None:
         """Wrap an already connected websocket-client ``WebSocket``; prefer :meth:`open`.
 
@@ -115,6 +119,11 @@ class WsSession:
         self._url = safe_url(url)
         #: The JMAP Session resource this connection was discovered from, if any.
         self.session = session
+        self._blobs = Blobs(
+            http if http is not None else HttpSettings(trusted=url, vouched=session is not None),
+            lambda: self.session,
+            lambda request, timeout: self.call(request, timeout=timeout),
+        )
         self._inbox = inbox if inbox is not None else Inbox(max_queue=max_queue, name=self._url)
         if on_end is None:
             finish = self._inbox.finish
@@ -160,6 +169,7 @@ class WsSession:
         on_end: OnEnd | None = None,
         cancel: Cancel | None = None,
         compression: str | None = "deflate",
+        http: HttpSettings | None = None,
     ) -> WsSession:
         """Open a WebSocket to ``url`` (``ws://`` or ``wss://``) and start the reader.
 
@@ -184,6 +194,12 @@ class WsSession:
         ``compression="deflate"`` (the default) offers permessage-deflate (RFC 7692) and
         uses it if the server agrees (:attr:`compression` says what was agreed); ``None``
         offers nothing. ``max_message_size`` applies to the inflated message.
+
+        Blob transfers (:meth:`upload`, :meth:`download`) use the same ``auth``,
+        ``ssl_context`` and ``proxy``, and the URLs of ``session``: its credentials go to
+        ``url``'s origin and, when ``session`` is given (the user's own resource), to the
+        URLs it names. ``http`` replaces those settings (:func:`~jmapws_sync.connect`
+        passes its own, which know where the resource came from).
 
         Raises :class:`AuthenticationError` (401/403), :class:`HandshakeError` (another
         status, or a missing subprotocol), :class:`TransportError` (refused, unreachable,
@@ -214,6 +230,15 @@ class WsSession:
             inbox=inbox,
             on_end=on_end,
             deflate=deflate,
+            http=http
+            if http is not None
+            else HttpSettings(
+                auth=auth,
+                ssl_context=ssl_context,
+                proxy=proxy,
+                trusted=url,
+                vouched=session is not None,
+            ),
         )
 
     # ------------------------------------------------------------------ sending
@@ -330,6 +355,89 @@ class WsSession:
         raise result
 
     # ------------------------------------------------------------------ receiving
+
+    # ------------------------------------------------------------------ blobs
+
+    def upload(
+        self,
+        data: Source,
+        *,
+        type: str = "application/octet-stream",  # noqa: A002 - RFC 8620's name
+        account_id: str | None = None,
+        timeout: float | None = 60.0,
+        progress: Progress | None = None,
+        via: str = "auto",
+    ) -> Blob:
+        """Upload ``data`` (bytes, a path, or a binary file object) and return its
+        :class:`~jmapws_sync.Blob`; see :meth:`Blobs.upload <jmapws_sync.blobs.Blobs.upload>`.
+
+        Streams files in 64 KiB pieces; refuses a known size over ``maxSizeUpload``
+        before sending; at most ``maxConcurrentUpload`` at once per session. ``via``:
+        ``"http"``, ``"jmap"`` (RFC 9404 ``Blob/upload``) or ``"auto"``. Safe from any
+        thread. Raises :class:`~jmapws_sync.BlobError` and its kinds,
+        :class:`~jmapws_sync.AuthenticationError`, :class:`~jmapws_sync.TransportError`,
+        :class:`TimeoutError`.
+        """
+        return self._blobs.upload(
+            data, type=type, account_id=account_id, timeout=timeout, progress=progress, via=via
+        )
+
+    def download(
+        self,
+        blob_id: str,
+        *,
+        to: str | os.PathLike[str] | BinaryIO,
+        name: str | None = None,
+        type: str | None = None,  # noqa: A002
+        account_id: str | None = None,
+        timeout: float | None = 60.0,
+        progress: Progress | None = None,
+    ) -> int:
+        """Download a blob into a path or a binary file object; the bytes written.
+
+        To a path through a temporary file renamed at the end; resumed with ``Range``
+        when the connection drops mid-body; the length is checked. See
+        :meth:`Blobs.download <jmapws_sync.blobs.Blobs.download>`. Safe from any thread.
+        """
+        return self._blobs.download(
+            blob_id,
+            to=to,
+            name=name,
+            type=type,
+            account_id=account_id,
+            timeout=timeout,
+            progress=progress,
+        )
+
+    def open_blob(
+        self,
+        blob_id: str,
+        *,
+        name: str | None = None,
+        type: str | None = None,  # noqa: A002
+        account_id: str | None = None,
+        timeout: float | None = 60.0,
+    ) -> BlobReader:
+        """A blob as a readable binary stream (a context manager), resumed as
+        :meth:`download` is."""
+        return self._blobs.open(
+            blob_id, name=name, type=type, account_id=account_id, timeout=timeout
+        )
+
+    def read_blob(
+        self,
+        blob_id: str,
+        *,
+        offset: int = 0,
+        length: int | None = None,
+        account_id: str | None = None,
+        timeout: float | None = 60.0,
+    ) -> bytes:
+        """Bytes of a blob by RFC 9404 ``Blob/get`` over this session (``length`` bytes
+        from ``offset``); the server must advertise ``urn:ietf:params:jmap:blob``."""
+        return self._blobs.read(
+            blob_id, offset=offset, length=length, account_id=account_id, timeout=timeout
+        )
 
     def next_frame(self, timeout: float | None = None) -> Frame | None:
         """The next frame from the server, blocking up to ``timeout`` seconds.

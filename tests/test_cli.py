@@ -188,7 +188,9 @@ def test_listen_prints_changes_and_survives_a_server_restart() -> None:
                 srv.stop()
 
 
-@pytest.mark.parametrize("command", ["session", "call", "listen", "sync", "serve", "demo"])
+@pytest.mark.parametrize(
+    "command", ["session", "call", "listen", "sync", "upload", "download", "serve", "demo"]
+)
 def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     """--help works on every subcommand (exit 0)."""
     with pytest.raises(SystemExit) as info:
@@ -649,3 +651,76 @@ def test_sync_follows_until_sigterm_and_saves_what_it_printed(tmp_path: Path) ->
     assert again.returncode == 0
     printed = [json.loads(line) for line in again.stdout.splitlines()]
     assert [list(d["created"]) for d in printed] in ([], [[last]])  # never the first again
+
+
+# -- upload and download -----------------------------------------------------------------------
+
+
+def test_upload_prints_the_blob_and_download_writes_the_same_bytes(
+    server: ReferenceServer,
+    alice_env: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = tmp_path / "report.pdf"
+    source.write_bytes(os.urandom(300_000))
+    status, text = run(["upload", server.base_url, *alice_env, str(source), "--type", "x/y"])
+    assert status == 0
+    blob = json.loads(text)
+    assert (blob["size"], blob["type"], blob["accountId"]) == (300_000, "x/y", "a-alice")
+    out = tmp_path / "copy.pdf"
+    status, text = run(["download", server.base_url, *alice_env, blob["blobId"], str(out)])
+    assert (status, text) == (0, "")
+    assert out.read_bytes() == source.read_bytes()
+    err = capsys.readouterr().err
+    assert "\r" not in err  # not a terminal: no progress bar
+    assert "300,000 bytes written" in err
+
+
+def test_an_unknown_blob_is_one_error_line(
+    server: ReferenceServer,
+    alice_env: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "never"
+    status, _ = run(["download", server.base_url, *alice_env, "Gnothere", str(out)])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "Gnothere" in err
+    assert not out.exists()
+
+
+def test_a_progress_bar_is_drawn_on_a_terminal(server: ReferenceServer, tmp_path: Path) -> None:
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(2_000_000))
+    primary, secondary = os.openpty()  # stderr is a terminal, stdout a pipe
+    try:
+        proc = subprocess.run(
+            cli_argv("upload", server.base_url, "--user", "alice", str(source)),
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            env={**os.environ, "JMAP_PASSWORD": USERS["alice"]},
+            timeout=60,
+            check=False,
+        )
+        os.close(secondary)
+        secondary = -1
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # the terminal's other end is closed: all was read
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(primary)
+        if secondary >= 0:
+            os.close(secondary)
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["size"] == 2_000_000
+    assert b"100%" in drawn
+    assert b"\r" in drawn
