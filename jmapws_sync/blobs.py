@@ -122,6 +122,11 @@ class Blobs:
         self._lock = threading.Lock()
         self._uploads: threading.BoundedSemaphore | None = None
 
+    @property
+    def settings(self) -> HttpSettings:
+        """The HTTP settings transfers use."""
+        return self._settings
+
     # ------------------------------------------------------------------ upload
 
     def upload(
@@ -635,6 +640,8 @@ class BlobReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
+        if self.closed:
+            raise ValueError("read of a closed blob stream")
         view = memoryview(buffer).cast("B")
         while not self._buffer:
             if self._chunks is None:

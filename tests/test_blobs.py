@@ -438,3 +438,18 @@ def test_a_large_upload_and_download_stream_in_bounded_memory(tmp_path: Path) ->
         assert hashlib.file_digest(a, "sha256").digest() == (
             hashlib.file_digest(b, "sha256").digest()
         )
+
+
+def test_a_closed_blob_stream_cannot_be_read(ws: jws.WsSession) -> None:
+    """io's convention: ValueError; before the fix a closed reader read on, and one closed
+    before reading sent a new GET that nothing closed (found on Cyrus)."""
+    blob = ws.upload(bytes(range(256)) * 100)
+    stream = ws.open_blob(blob.blob_id)
+    assert stream.read(4) == bytes(range(4))
+    stream.close()
+    with pytest.raises(ValueError, match="closed"):
+        stream.read(4)
+    unread = ws.open_blob(blob.blob_id)
+    unread.close()
+    with pytest.raises(ValueError, match="closed"):
+        unread.read(4)
