@@ -10,7 +10,7 @@ It needs the ``server`` extra (aiohttp)::
 See :class:`ReferenceServer` for the routes, the methods served (``Core/echo``, the
 ``Note`` and ``Notebook`` types of :data:`NOTES`, with ``/get``, ``/set``, ``/changes`` and
 ``/query``, and RFC 9404's ``Blob/upload`` and ``Blob/get``), the blob upload and download
-endpoints and the misbehaviour knobs.
+endpoints, the event source (RFC 8620 §7.3) and the misbehaviour knobs.
 """
 
 from __future__ import annotations

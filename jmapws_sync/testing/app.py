@@ -5,7 +5,10 @@
 * ``GET /jmap/session`` -> the Session resource (RFC 8620 §2);
 * ``POST /jmap/api`` -> JMAP over HTTP (RFC 8620 §3), request errors as RFC 7807 problems;
 * ``GET /jmap/ws`` -> JMAP over WebSocket (RFC 8887), subprotocol ``jmap``; the open
-  connections are the :class:`~jmapws_sync.testing.hub.Hub`'s;
+  connections are the :class:`~jmapws_sync.testing.hub.Hub`'s (404 under the
+  ``websocket=False`` quirk, which also drops the capability from the Session resource);
+* ``GET /jmap/eventsource/?types=...&closeafter=...&ping=...`` -> push as server-sent
+  events (RFC 8620 §7.3), the streams of :class:`~jmapws_sync.testing.events.EventStreams`;
 * ``POST /jmap/upload/{accountId}/`` -> a blob upload (RFC 8620 §6.1): 201 with
   ``{"accountId", "blobId", "type", "size"}``, 413 over maxSizeUpload, 429 over
   maxConcurrentUpload;
@@ -35,6 +38,7 @@ from typing import Any
 from aiohttp import web
 
 from jmapws_sync.testing.blobs import BlobStore
+from jmapws_sync.testing.events import EVENT_SOURCE_TEMPLATE, EVENTSOURCE_PATH, EventStreams
 from jmapws_sync.testing.hub import CLOSE_TIMEOUT, Connection, DeflatingResponse, Hub, dumps
 from jmapws_sync.testing.jmap import (
     BLOB,
@@ -59,6 +63,7 @@ from jmapws_sync.testing.transfer import (
 __all__ = [
     "API_PATH",
     "DOWNLOAD_PATH",
+    "EVENTSOURCE_PATH",
     "SESSION_PATH",
     "UPLOAD_PATH",
     "WELL_KNOWN_PATH",
@@ -114,6 +119,14 @@ class JmapApp:
             parse=self._parse,
             process=self._process,
         )
+        self.events = EventStreams(
+            store=store,
+            quirks=quirks,
+            knobs=knobs,
+            observed=observed,
+            authenticate=self._authenticate,
+            unauthorized=self._unauthorized,
+        )
         self.transfers = Transfers(
             blobs=blobs,
             store=store,
@@ -132,6 +145,7 @@ class JmapApp:
         app.router.add_get(SESSION_PATH, self._handle_session)
         app.router.add_post(API_PATH, self._handle_api)
         app.router.add_get(WS_PATH, self._handle_ws)
+        self.events.add_routes(app.router)
         self.transfers.add_routes(app.router)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -147,10 +161,10 @@ class JmapApp:
         return int(site.port)
 
     async def stop(self) -> None:
-        """Close every connection (1001) and stop listening."""
+        """Close every connection (1001), end every event stream cleanly, stop listening."""
         if self._unsubscribe is not None:
             self._unsubscribe()
-        await self.hub.shutdown()
+        await asyncio.gather(self.hub.shutdown(), self.events.shutdown())
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -162,11 +176,16 @@ class JmapApp:
             if loop.is_closed():
                 return
             try:
-                loop.call_soon_threadsafe(self.hub.broadcast_change, states, push_state)
+                loop.call_soon_threadsafe(self._broadcast_change, states, push_state)
             except RuntimeError:
                 logger.debug("state change after the loop closed; not pushed")
 
         return changed
+
+    def _broadcast_change(self, states: dict[str, dict[str, str]], push_state: str) -> None:
+        """Loop thread: push one commit to the WebSockets and the event streams."""
+        self.hub.broadcast_change(states, push_state)
+        self.events.broadcast_change(states, push_state)
 
     # -- authentication ----------------------------------------------------------------------
     def _authenticate(self, request: web.Request) -> tuple[str | None, str | None]:
@@ -208,11 +227,10 @@ class JmapApp:
             ws_url = "wss:" + WS_PATH  # Cyrus 3.6: "wss:/jmap/ws/", over http as well
         else:
             ws_url = WS_PATH if quirks.relative_urls else ws_absolute
-        capabilities: dict[str, Any] = {
-            CORE: self._limits.capability(),
-            WEBSOCKET: {"url": ws_url, "supportsPush": quirks.supports_push},
-            NOTES: {},
-        }
+        capabilities: dict[str, Any] = {CORE: self._limits.capability()}
+        if quirks.websocket:
+            capabilities[WEBSOCKET] = {"url": ws_url, "supportsPush": quirks.supports_push}
+        capabilities[NOTES] = {}
         account_capabilities: dict[str, Any] = {NOTES: {}}
         if quirks.blob_capability:
             capabilities[BLOB] = {}  # RFC 9404 §3.1: the limits are per account
@@ -232,8 +250,7 @@ class JmapApp:
             "apiUrl": base + API_PATH,
             "downloadUrl": base + "/jmap/download/{accountId}/{blobId}/{name}?type={type}",
             "uploadUrl": base + "/jmap/upload/{accountId}/",
-            "eventSourceUrl": base
-            + "/jmap/eventsource/?types={types}&closeafter={closeafter}&ping={ping}",
+            "eventSourceUrl": base + EVENT_SOURCE_TEMPLATE,
             "state": self._session_state(),
         }
 
@@ -306,6 +323,9 @@ class JmapApp:
                 offered, subprotocol, scheme, user, status, extensions
             )
 
+        if not self._quirks.websocket:
+            record(404)  # no such endpoint (Fastmail): not even authentication is checked
+            return problem(404, "Not Found", "this server has no JMAP over WebSocket")
         if user is None:
             record(401)
             return self._unauthorized(scheme)

@@ -243,6 +243,9 @@ class Hub:
         if not self._quirks.supports_push:
             logger.debug("push requested by %s but supportsPush is false; ignored", conn.user)
             return
+        if not self._quirks.websocket_push_fires:
+            logger.debug("push requested by %s; websocket_push_fires=False: ignored", conn.user)
+            return
         if self._quirks.null_data_types_mean_off and not data_types:
             # Cyrus: no dataTypes, null and [] all turn push off, an earlier enable too.
             logger.debug("WebSocketPushEnable without types from %s: push off", conn.user)

@@ -2,7 +2,7 @@
 
 :class:`ReferenceServer` serves one port with everything a JMAP client touches (the routes
 are described in :mod:`jmapws_sync.testing.app`): the Session resource by discovery,
-JMAP over HTTP, and JMAP over WebSocket with push.
+JMAP over HTTP, JMAP over WebSocket with push, and push over an event source.
 
 Authentication is HTTP Basic (``users``) or Bearer (``tokens``); failures answer 401 with a
 ``WWW-Authenticate`` challenge for both schemes. Credentials are never logged or stored
@@ -13,8 +13,8 @@ thread-safe and meant to be called from the test thread. The knobs (:meth:`delay
 :meth:`reorder`, :meth:`halt`, :meth:`reset_all`...) make it misbehave on purpose for fault
 tests; each says whether it acts on the open connections, on future ones, or both.
 This module is the facade; :mod:`.app` holds the HTTP side (:mod:`.transfer` its blob
-uploads and downloads), :mod:`.hub` the WebSocket connections, :mod:`.state` what the two
-share with the test thread.
+uploads and downloads, :mod:`.events` its event streams), :mod:`.hub` the WebSocket
+connections, :mod:`.state` what they share with the test thread.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from jmapws_sync.testing.app import API_PATH, SESSION_PATH, WELL_KNOWN_PATH, WS_PATH, JmapApp
 from jmapws_sync.testing.blobs import DEFAULT_TYPE, BlobStore
+from jmapws_sync.testing.events import EVENT_SOURCE_TEMPLATE, EventStreams
 from jmapws_sync.testing.hub import Hub
 from jmapws_sync.testing.jmap import Limits
 from jmapws_sync.testing.loop import BackgroundLoop
@@ -36,6 +37,7 @@ from jmapws_sync.testing.state import (
     CYRUS_QUIRKS,
     Accounts,
     BlobStats,
+    EventSourceRequest,
     Handshake,
     Knobs,
     Observed,
@@ -43,7 +45,7 @@ from jmapws_sync.testing.state import (
 )
 from jmapws_sync.testing.store import NOTE, NoteStore, account_id_for
 
-__all__ = ["CYRUS_QUIRKS", "BlobStats", "Handshake", "ReferenceServer"]
+__all__ = ["CYRUS_QUIRKS", "BlobStats", "EventSourceRequest", "Handshake", "ReferenceServer"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +127,34 @@ class ReferenceServer:
     page a ``Foo/query`` gets: a ``limit`` above it, or none, is reduced to it and the
     response's ``limit`` says so (RFC 8620 §5.5).
 
+    Push over an event source (RFC 8620 §7.3; the wire format is described in
+    :mod:`jmapws_sync.testing.events`): ``eventSourceUrl`` (:attr:`event_source_url`) is
+    ``/jmap/eventsource/?types={types}&closeafter={closeafter}&ping={ping}``, authenticated
+    like the API. It streams ``text/event-stream``: a ``state`` event per change of the
+    requested types (``id:`` the pushState ``"p<seq>"``, data a StateChange with
+    ``changed`` and ``pushState``), a ``ping`` event with ``{"interval": N}`` every N
+    seconds of quiet (the requested ``ping`` raised to at least ``ping_min_interval``,
+    default 1, and at most 300; ``ping=0``: none), and one state event at once with what
+    changed since a ``Last-Event-ID`` the server gave. ``closeafter=state`` ends the
+    response after the first state event. The stream works whatever the WebSocket
+    quirks say (``supports_push=False`` only sets supportsPush false on the WebSocket
+    capability, whose WebSocketPushEnable is then ignored).
+
+    Quirks of servers that lack parts, each off by default: ``websocket=False`` leaves the
+    ``urn:ietf:params:jmap:websocket`` capability out of the Session resource and answers
+    the WebSocket route 404 (Fastmail; HTTP and the event source still work);
+    ``websocket_push_fires=False`` advertises supportsPush true but makes every
+    WebSocketPushEnable a no-op, so no StateChange frame ever comes (jmaple);
+    ``event_ids=False`` sends state events without ``id:`` lines and ignores
+    ``Last-Event-ID`` (Stalwart); ``ping_in_milliseconds`` gives the ping's interval in
+    milliseconds (``{"interval": 30000}`` for 30 s, Stalwart); ``require_ping_and_closeafter``
+    answers 400 (a problem details body) to a request without ``ping`` or ``closeafter``
+    (James); ``event_current_state`` sends, on a connect without ``Last-Event-ID``, one
+    state event with the current state of every requested type at once (James);
+    ``event_retry_ms`` sends ``retry: N`` first; ``multiline_data`` pretty-prints each
+    event's data, one ``data:`` line per JSON line; ``event_keepalive`` sends a
+    ``: keepalive`` comment after that many seconds without a write.
+
     Knobs (thread-safe; those that act on open connections need a running server, else
     ``RuntimeError``): :meth:`delay`, :meth:`reorder`, :meth:`send_binary`,
     :meth:`send_raw_text`, :meth:`ping_flood`, :meth:`push_flood`, :meth:`close_all`,
@@ -135,10 +165,13 @@ class ReferenceServer:
     :meth:`change_notebook`, :meth:`destroy_notebook`, :meth:`fill_notes`,
     :meth:`stall_changes`, :meth:`forget_changes`; for uploads and downloads
     :meth:`drop_downloads`, :meth:`ranges`, :meth:`throttle_downloads`,
-    :meth:`throttle_uploads`, :meth:`busy`.
+    :meth:`throttle_uploads`, :meth:`busy`; for event streams :meth:`close_event_streams`,
+    :meth:`reset_event_streams`, :meth:`silence_event_streams`.
     Observation: :meth:`connection_count`, :meth:`wait_for_connections`,
     :meth:`requests_seen`, :meth:`wait_for_requests`, :meth:`last_handshake`,
-    :meth:`last_push_enable`, :meth:`blob_stats`, :meth:`wait_for_blob_stats`.
+    :meth:`last_push_enable`, :meth:`blob_stats`, :meth:`wait_for_blob_stats`,
+    :meth:`event_stream_count`, :meth:`wait_for_event_streams`,
+    :meth:`last_event_source_request`.
     """
 
     def __init__(
@@ -176,6 +209,16 @@ class ReferenceServer:
         max_concurrent_upload: int = 4,
         blob_capability: bool = True,
         max_size_blob_set: int | None = 1_048_576,
+        websocket: bool = True,
+        websocket_push_fires: bool = True,
+        event_ids: bool = True,
+        ping_in_milliseconds: bool = False,
+        require_ping_and_closeafter: bool = False,
+        event_current_state: bool = False,
+        event_retry_ms: int | None = None,
+        multiline_data: bool = False,
+        event_keepalive: float | None = None,
+        ping_min_interval: int = 1,
         seed: int | None = None,
     ) -> None:
         self._host = host
@@ -205,6 +248,16 @@ class ReferenceServer:
             max_changes_cap=max_changes_cap,
             destroy_forgets_changes=destroy_forgets_changes,
             blob_capability=blob_capability,
+            websocket=websocket,
+            websocket_push_fires=websocket_push_fires,
+            event_ids=event_ids,
+            ping_in_milliseconds=ping_in_milliseconds,
+            require_ping_and_closeafter=require_ping_and_closeafter,
+            event_current_state=event_current_state,
+            event_retry_ms=event_retry_ms,
+            multiline_data=multiline_data,
+            event_keepalive=event_keepalive,
+            ping_min_interval=ping_min_interval,
         )
         if max_query_limit < 1:
             raise ValueError("max_query_limit must be at least 1")
@@ -248,7 +301,10 @@ class ReferenceServer:
         return self
 
     def stop(self) -> None:
-        """Close every connection (1001), stop listening and join the thread; idempotent."""
+        """Close every connection, stop listening and join the thread; idempotent.
+
+        WebSockets get a Close (1001); event streams end cleanly (the body's last chunk).
+        """
         if self._loop.running:
             self._loop.stop()
             logger.info("reference server on port %s stopped", self._port)
@@ -309,6 +365,11 @@ class ReferenceServer:
         """``ws://host:port/jmap/ws`` (``wss`` with an ``ssl_context``)."""
         scheme = "wss" if self._ssl_context is not None else "ws"
         return f"{scheme}://{self._netloc()}{WS_PATH}"
+
+    @property
+    def event_source_url(self) -> str:
+        """The absolute ``eventSourceUrl`` template (RFC 8620 §7.3), variables unexpanded."""
+        return self.base_url + EVENT_SOURCE_TEMPLATE
 
     @property
     def well_known_url(self) -> str:
@@ -481,6 +542,28 @@ class ReferenceServer:
         """Block until ``predicate(blob_stats())`` holds; ``False`` on timeout."""
         return self._observed.wait_blobs(predicate, timeout)
 
+    def event_stream_count(self) -> int:
+        """The number of open event streams (responses of ``eventSourceUrl`` being sent)."""
+        return self._observed.event_streams
+
+    def wait_for_event_streams(self, n: int, timeout: float | None = None) -> bool:
+        """Block until exactly ``n`` event streams are open; ``False`` on timeout.
+
+        A stream counts as open before its response headers go out, and until the server
+        has finished with it (a stream whose client went away is noticed within 0.2 s).
+        """
+        return self._observed.wait(lambda o: o.event_streams == n, timeout)
+
+    def last_event_source_request(self) -> EventSourceRequest | None:
+        """The last GET of ``eventSourceUrl`` (refused ones too), or ``None``.
+
+        An :class:`EventSourceRequest`: the raw ``types``, ``closeafter`` and ``ping``
+        parameters (``None`` when absent), the ``Last-Event-ID`` header (``None`` when
+        absent), the status answered, the user, the auth scheme, ``Accept`` and the query
+        string.
+        """
+        return self._observed.last_event_source
+
     # -- knobs: timing --------------------------------------------------------------------
     def delay(self, seconds: float | tuple[float, float] | None) -> None:
         """Wait before processing each request (WebSocket and HTTP); ``None``/0 turns it off.
@@ -570,7 +653,8 @@ class ReferenceServer:
 
         Sockets stay open and handshakes still complete, but no frame is read, no ping
         answered, no answer or push sent until :meth:`resume`. Knob frames
-        (:meth:`send_raw_text`, :meth:`close_all`...) still go out. HTTP is not affected.
+        (:meth:`send_raw_text`, :meth:`close_all`...) still go out. HTTP is not affected,
+        event streams included (:meth:`silence_event_streams` silences those).
         :meth:`stop` aborts halted connections instead of closing them.
         """
         self._knobs.halted = True
@@ -642,7 +726,38 @@ class ReferenceServer:
         """
         self._knobs.set_busy(count, status, retry_after)
 
+    # -- knobs: event streams (RFC 8620 §7.3) ------------------------------------------------
+    def close_event_streams(self) -> None:
+        """End every open event stream cleanly (the chunked body's last chunk).
+
+        The connections stay open (keep-alive) and the client is expected to reconnect;
+        returns once every stream has ended. A stream whose client does not read is
+        aborted after 1 s instead.
+        """
+        self._call(self._events().close_all())
+
+    def reset_event_streams(self) -> None:
+        """Abort every open event stream with a TCP RST (SO_LINGER (1, 0), then close)."""
+        self._call(self._events().reset_all())
+
+    def silence_event_streams(self, silent: bool = True) -> None:
+        """Make every event stream, open and future, send nothing (``False`` undoes it).
+
+        No state event, ping or comment goes out while silenced (a dead server, as a
+        client's ping watchdog sees it); the connections stay open and the changes wait.
+        On ``False`` they go out, or a ping at once when one is overdue and none wait.
+        """
+        self._knobs.event_streams_silent = silent
+        if self._loop.running:
+            self._call(self._events().set_silent(silent))
+
     # -- thread plumbing ------------------------------------------------------------------
+    def _events(self) -> EventStreams:
+        app = self._app
+        if not self._loop.running or app is None:
+            raise RuntimeError("the reference server is not running")
+        return app.events
+
     def _hub(self) -> Hub:
         app = self._app
         if not self._loop.running or app is None:

@@ -3,7 +3,8 @@
 Plain objects with their own locks: :class:`Accounts` (the credentials), :class:`Quirks`
 (fixed at construction), :class:`Knobs` (set by the test thread, read by the loop) and
 :class:`Observed` (written by the loop, read and waited on by the test thread; its blob
-side is summed up by :class:`BlobStats`).
+side is summed up by :class:`BlobStats`, the last event source request by
+:class:`EventSourceRequest`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "CYRUS_QUIRKS",
     "Accounts",
     "BlobStats",
+    "EventSourceRequest",
     "Handshake",
     "Knobs",
     "Observed",
@@ -54,7 +56,8 @@ class Handshake:
     auth_scheme: str | None
     #: The authenticated user, or ``None`` when authentication failed.
     user: str | None
-    #: The HTTP status answered: 101 on success, else 401, 503, or a fail_handshake status.
+    #: The HTTP status answered: 101 on success, else 401, 404 (``websocket=False``), 503,
+    #: or a fail_handshake status.
     status: int
     #: The raw ``Sec-WebSocket-Extensions`` the client offered, or ``None``.
     offered_extensions: str | None = None
@@ -74,6 +77,39 @@ class BlobStats:
     uploads_in_progress: int = 0
     #: The most uploads whose bodies were being read at once, since the server was made.
     max_concurrent_uploads: int = 0
+
+
+@dataclass(frozen=True)
+class EventSourceRequest:
+    """What one GET of ``eventSourceUrl`` carried (RFC 8620 §7.3), refused ones too.
+
+    The query parameters are the raw decoded values (``None``: the parameter was absent);
+    credentials are never kept, only the scheme.
+    """
+
+    #: The ``types`` parameter (``"*"`` or comma-separated type names), or ``None``.
+    types: str | None
+    #: The ``closeafter`` parameter (``"state"`` or ``"no"``), or ``None``.
+    closeafter: str | None
+    #: The ``ping`` parameter (seconds, as sent), or ``None``.
+    ping: str | None
+    #: The ``Last-Event-ID`` header's value, or ``None`` when the request had none.
+    last_event_id: str | None
+    #: The HTTP status answered: 200 (the stream), 400, 401 or 503.
+    status: int
+    #: The authenticated user, or ``None`` when authentication failed.
+    user: str | None = None
+    #: The ``Authorization`` scheme as sent (``"Basic"``, ``"Bearer"``...), or ``None``.
+    auth_scheme: str | None = None
+    #: The raw ``Accept`` header, or ``None``.
+    accept: str | None = None
+    #: The raw query string of the request URL (as sent, still percent-encoded).
+    query_string: str = ""
+
+    @property
+    def has_last_event_id(self) -> bool:
+        """Whether the request carried a ``Last-Event-ID`` header (even an empty one)."""
+        return self.last_event_id is not None
 
 
 @dataclass(frozen=True)
@@ -106,6 +142,26 @@ class Quirks:
     destroy_forgets_changes: bool = False
     #: Serve RFC 9404 (``urn:ietf:params:jmap:blob``: Blob/upload, Blob/get).
     blob_capability: bool = True
+    #: Serve JMAP over WebSocket; ``False``: no such capability and the route answers 404.
+    websocket: bool = True
+    #: WebSocketPushEnable turns push on; ``False``: accepted, but no StateChange ever comes.
+    websocket_push_fires: bool = True
+    #: State events carry ``id:`` (the pushState); ``False``: none, Last-Event-ID ignored.
+    event_ids: bool = True
+    #: The ping event's ``interval`` is in milliseconds (Stalwart), not seconds.
+    ping_in_milliseconds: bool = False
+    #: An event source request without ``ping`` or ``closeafter`` is refused, 400 (James).
+    require_ping_and_closeafter: bool = False
+    #: On connect without Last-Event-ID, one state event with the current state at once.
+    event_current_state: bool = False
+    #: ``retry: N`` (milliseconds) at the start of every event stream; ``None``: no line.
+    event_retry_ms: int | None = None
+    #: Each event's JSON data pretty-printed, one ``data:`` line per JSON line.
+    multiline_data: bool = False
+    #: Seconds between ``: keepalive`` comments on an otherwise quiet stream; ``None``: none.
+    event_keepalive: float | None = None
+    #: The shortest ping interval granted (seconds); shorter requests are raised to it.
+    ping_min_interval: int = 1
 
     def __post_init__(self) -> None:
         if self.well_known_status not in (301, 302, 303, 307, 308):
@@ -114,6 +170,12 @@ class Quirks:
             raise ValueError("compression_window_bits must be 9-15 (zlib cannot do 8)")
         if self.max_changes_cap is not None and self.max_changes_cap < 1:
             raise ValueError("max_changes_cap must be None or at least 1")
+        if self.event_retry_ms is not None and self.event_retry_ms < 0:
+            raise ValueError("event_retry_ms must be None or >= 0")
+        if self.event_keepalive is not None and not self.event_keepalive > 0:
+            raise ValueError("event_keepalive must be None or positive")
+        if not 1 <= self.ping_min_interval <= 300:
+            raise ValueError("ping_min_interval must be 1-300")
 
 
 @dataclass
@@ -143,6 +205,8 @@ class Knobs:
     download_drops: tuple[int, int] = (0, 0)
     #: ``(count, status, retry_after)``: the next ``count`` transfers answer ``status``.
     busy: tuple[int, int, str | None] = (0, 503, None)
+    #: Event streams send nothing (no event, ping or comment) while this is set.
+    event_streams_silent: bool = False
     _blob_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def drop_downloads(self, after_bytes: int, times: int) -> None:
@@ -260,10 +324,23 @@ class Observed:
         self.last_handshake: Handshake | None = None
         self.last_push_enable: dict[str, Any] | None = None
         self._blobs = BlobStats()
+        #: Open event streams (RFC 8620 §7.3 responses being streamed).
+        self.event_streams = 0
+        self.last_event_source: EventSourceRequest | None = None
 
     def set_connections(self, n: int) -> None:
         with self.cond:
             self.connections = n
+            self.cond.notify_all()
+
+    def set_event_streams(self, n: int) -> None:
+        with self.cond:
+            self.event_streams = n
+            self.cond.notify_all()
+
+    def record_event_source(self, request: EventSourceRequest) -> None:
+        with self.cond:
+            self.last_event_source = request
             self.cond.notify_all()
 
     def count_request(self) -> None:
