@@ -19,7 +19,7 @@ measured (``--sync-worker``). The workloads, the statistics and the report are i
 Options: ``--output PATH`` (default ``BENCHMARKS.md``; ``-`` writes nothing), ``--plot
 PATH`` (default ``benchmarks/latency.png``), ``--reps N``, ``--no-profile``, ``--only
 NAMES`` (comma-separated workloads: rt, conc, push, flood, large, deflate, idle,
-connect, sync), ``--render JSON`` (rewrite the report from a saved run, measuring nothing).
+connect, sync, blobs), ``--render JSON`` (rewrite the report from a saved run, measuring nothing).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import conc, connect, deflate, flood, idle, large, push, rt, sync
+from bench import blobs, conc, connect, deflate, flood, idle, large, push, rt, sync
 from bench import server as bench_server
 from bench.clients import jmaplib_status
 from bench.config import HERE, ROOT, WORKLOADS, Config
@@ -57,6 +57,7 @@ STEPS: tuple[tuple[str, Measure], ...] = (
     ("deflate", deflate.measure),
     ("connect", connect.measure),
     ("sync", sync.measure),
+    ("blobs", blobs.measure),
     ("idle", idle.measure),
 )
 
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         }
         write_report(res, cfg, args, output, meta)
-    print(f"took {elapsed:.0f} s")
+    print(f"took {elapsed:.0f} s; load average {os.getloadavg()[0]:.2f} after")
     return 0
 
 

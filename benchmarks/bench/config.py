@@ -13,7 +13,19 @@ ROOT = HERE.parent
 RUN_PY = HERE / "run.py"
 MIB = 1024 * 1024
 #: The workloads ``--only`` can name.
-WORKLOADS = ("rt", "conc", "push", "flood", "large", "deflate", "idle", "connect", "sync")
+WORKLOADS = (
+    "rt",
+    "conc",
+    "push",
+    "flood",
+    "large",
+    "deflate",
+    "idle",
+    "connect",
+    "sync",
+    "blobs",
+)
+KIB = 1024
 
 
 @dataclass
@@ -42,6 +54,9 @@ class Config:
     sync_cyrus_objects: int = 10_000
     sync_rss_objects: int = 100_000
     sync_rss_reps: int = 3
+    blob_size: int = 256 * MIB
+    blob_small_sizes: tuple[int, ...] = tuple(k * KIB for k in (1, 4, 8, 16, 32, 64, 256, 1024))
+    blob_small_n: int = 60
 
     @classmethod
     def make(cls, *, quick: bool, reps: int | None) -> Config:
@@ -68,4 +83,6 @@ class Config:
             sync_cyrus_objects=1_000,
             sync_rss_objects=20_000,
             sync_rss_reps=1,
+            blob_size=16 * MIB,
+            blob_small_n=15,
         )

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import HERE, ROOT, Config
+from .blobs_table import blobs_section
+from .config import HERE, MIB, ROOT, Config
 from .deflate_table import deflate_section
 from .results import Results
 from .stats import fmt
@@ -38,6 +39,12 @@ def print_table(res: Results, cfg: Config) -> None:
         print(f"  [{status:>12}] {target.name}: {value}")
     for note in res.notes:
         print(f"  note: {note}")
+    details = blob_details(res, cfg)
+    if details:
+        print(f"\n{details}")
+    section = blobs_section(res, cfg)
+    if section:
+        print("\n" + "\n".join(section))
 
 
 def _machine_and_run(res: Results, cfg: Config, meta: dict[str, Any]) -> list[str]:
@@ -98,7 +105,10 @@ def _every_workload(res: Results, cfg: Config) -> list[str]:
         " Emails, pages of 256 (the feed: 4 a request; the loop: 1), each client on a"
         " connection opened before the clock, a fresh ChangeFeed each time, after one warm-up"
         f" round; resync memory {cfg.sync_rss_objects:,} Notes, each time in a fresh process"
-        f" ({cfg.sync_rss_reps} per mode)."
+        f" ({cfg.sync_rss_reps} per mode); blob transfer a {cfg.blob_size // MIB} MiB file of"
+        " random bytes (in the page cache) up and down by each client, uploads then"
+        " downloads, order rotated, one checked round first; small uploads"
+        f" {cfg.blob_small_n} per way, size and repetition."
     )
     idle_out = res.extra.get("idle")
     if idle_out:
@@ -123,10 +133,35 @@ def _every_workload(res: Results, cfg: Config) -> list[str]:
                 f" over IMAP in {fmt(sync_cyrus['append_s'])} s ({sync_cyrus['append_how']})"
             )
         lines.append(details + ".")
+    blobs = blob_details(res, cfg)
+    if blobs:
+        lines.append(blobs)
     lines.append("")
     if res.notes:
         lines += ["Notes from the run:", "", *(f"- {note}" for note in res.notes), ""]
     return lines
+
+
+def blob_details(res: Results, cfg: Config) -> str:
+    """One line on the blob workload's servers and curl; empty when it did not run."""
+    facts = res.extra.get("blobs")
+    if not facts:
+        return ""
+    out = (
+        f"Blob details: {facts['size'] / MIB:g} MiB file; the reference server's maxSizeUpload"
+        f" {facts.get('ref_max_size_upload', 0):,} bytes (the benchmark raises its default,"
+        " 50,000,000)"
+    )
+    cyrus = res.extra.get("blobs.cyrus")
+    if cyrus:
+        out += (
+            f"; Cyrus {cyrus['version']} with jmap_max_size_upload:"
+            f" {cyrus['jmap_max_size_upload_kib']:,} (KiB), maxSizeUpload"
+            f" {cyrus['max_size_upload']:,} bytes in its Session resource"
+        )
+    if facts.get("curl"):
+        out += f"; {facts['curl']}"
+    return out + "."
 
 
 def _latency_plot(plot_path: Path) -> list[str]:
@@ -171,11 +206,15 @@ def markdown(res: Results, cfg: Config, meta: dict[str, Any], plot_path: Path | 
         meta["command"],
         "```",
         "",
+        "The blob workload (`blobs`) also needs `curl` on the PATH (Debian: `apt-get install"
+        " curl`); without it, it leaves out the curl rows, with a note.",
+        "",
     ]
     lines += _machine_and_run(res, cfg, meta)
     lines += _targets(res)
     lines += _every_workload(res, cfg)
     lines += deflate_section(res, cfg)
+    lines += blobs_section(res, cfg)
     if plot_path is not None:
         lines += _latency_plot(plot_path)
     findings = HERE / "FINDINGS.md"

@@ -4,7 +4,9 @@ Keys: ``rt.<client>.p50|p99|mean|server_us``, ``conc.lib|http.<threads>``,
 ``push.<client>.fps|server_busy|pauses``, ``flood.lib|base.p50|p99|max|calls`` and
 ``flood.lib.rate|pending|last_ok``, ``large.<size>.*``, ``idle.*``,
 ``conn.<what>.p50|p99``, ``sync.ref|cyrus.<client>.s|rt|ops|cpu|server_cpu`` and
-``sync.rss.drop|keep_mib`` (with ``sync.rss.<mode>.idle_mib|end_mib|s|rt``), and
+``sync.rss.drop|keep_mib`` (with ``sync.rss.<mode>.idle_mib|end_mib|s|rt``),
+``blobs.ref|cyrus.up|down.<client>.mibs|cpu|server_cpu|rss_mib``,
+``blobs.small.<bytes>.<way>.p50`` and ``blobs.small.crossover.<way>_kib``, and
 ``ratio.<workload>.<a>/<b>`` for the ratios. A run is saved as JSON beside its report
 (:func:`dump`), so that ``run.py --render`` can rewrite the report.
 """
@@ -63,5 +65,7 @@ def load(text: str) -> tuple[Results, Config, dict[str, Any], Path | None]:
     cfg_fields = data["config"]
     cfg_fields["conc_threads"] = tuple(cfg_fields["conc_threads"])
     cfg_fields["large_sizes"] = tuple(cfg_fields["large_sizes"])
+    if "blob_small_sizes" in cfg_fields:
+        cfg_fields["blob_small_sizes"] = tuple(cfg_fields["blob_small_sizes"])
     plot_path = Path(data["plot"]) if data["plot"] else None
     return Results(**data["results"]), Config(**cfg_fields), data["meta"], plot_path

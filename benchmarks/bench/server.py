@@ -22,6 +22,7 @@ USERS = {
     "flooded": "secret",  # call latency during a push flood: Note changes for this user
     "syncer": "secret",  # first sync: 10,000 Notes
     "bigsync": "secret",  # the resync's peak RSS: 100,000 Notes
+    "blobber": "secret",  # blob transfers: a 256 MiB upload and download, small uploads
 }
 #: The account push_flood() floods: the "flood" user's.
 FLOOD_ACCOUNT = "a-flood"
@@ -30,6 +31,9 @@ MAX_SIZE_REQUEST = 64 * 1024 * 1024
 #: Large enough that the Session resource does not cap 16 threads calling at once.
 MAX_CONCURRENT_REQUESTS = 64
 MAX_CALLS_IN_REQUEST = 16
+#: Room for the blob workload's 256 MiB file (the server's default is 50,000,000 bytes).
+#: Its maxSizeBlobSet stays the default, 1 MiB: Blob/upload's largest size is 1 MiB.
+MAX_SIZE_UPLOAD = 1024 * 1024 * 1024
 
 
 def start() -> ServerProcess:
@@ -43,6 +47,7 @@ def start() -> ServerProcess:
         max_size_request=MAX_SIZE_REQUEST,
         max_concurrent_requests=MAX_CONCURRENT_REQUESTS,
         max_calls_in_request=MAX_CALLS_IN_REQUEST,
+        max_size_upload=MAX_SIZE_UPLOAD,
     )
 
 

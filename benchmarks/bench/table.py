@@ -234,6 +234,74 @@ def sync_rows(res: Results, cfg: Config) -> list[Row]:
     return out
 
 
+#: The blob-transfer clients, in table order: (key, name); "lib_file" is context.
+BLOB_UPLOADERS = (
+    ("lib", 'jmapws_sync `ws.upload(path, via="http")`'),
+    ("curl", "curl `--data-binary @file`"),
+    ("http", "`http.client` loop, 64 KiB pieces"),
+)
+BLOB_DOWNLOADERS = (
+    ("lib", "jmapws_sync `ws.download(id, to=path)`"),
+    ("lib_file", "jmapws_sync `ws.download(id, to=file)` (context: no temporary, no fsync)"),
+    ("curl", "curl `-o out`"),
+    ("http", "`http.client` loop, 64 KiB pieces"),
+)
+
+
+def blob_rows(res: Results, cfg: Config) -> list[Row]:
+    """Throughput of the big file on each server, then the small uploads' crossover."""
+    out: list[Row] = []
+    size = res.extra.get("blobs", {}).get("size", cfg.blob_size)
+    cyrus = res.extra.get("blobs.cyrus", {})
+    for server, label in (("ref", "reference server"), ("cyrus", f"Cyrus {cyrus.get('version')}")):
+        wl = f"blob transfer, {size / MIB:g} MiB ({label})"
+        if not res.has(f"blobs.{server}.up.lib.mibs"):
+            continue
+        for direction, word, clients in (
+            ("up", "upload", BLOB_UPLOADERS),
+            ("down", "download", BLOB_DOWNLOADERS),
+        ):
+            base = f"blobs.{server}.{direction}"
+            out += [
+                row(res, wl, f"{word}, {name}", f"{base}.{key}.mibs", "MiB/s")
+                for key, name in clients
+                if res.has(f"{base}.{key}.mibs")
+            ]
+        for direction, word, clients in (
+            ("up", "upload", BLOB_UPLOADERS),
+            ("down", "download", BLOB_DOWNLOADERS),
+        ):
+            out += [
+                row(res, wl, f"ratio {word} {name} / curl", key, "x")
+                for client, name in clients
+                if res.has(key := f"ratio.blobs.{server}.{direction}.{client}/curl")
+            ]
+        for stat, label_, unit in (
+            ("cpu", "client CPU", "s"),
+            ("server_cpu", "server CPU", "s"),
+            ("rss_mib", "peak RSS above the RSS before", "MiB"),
+        ):
+            for direction, word, clients in (
+                ("up", "upload", BLOB_UPLOADERS),
+                ("down", "download", BLOB_DOWNLOADERS),
+            ):
+                for key, name in clients:
+                    if not res.has(k := f"blobs.{server}.{direction}.{key}.{stat}"):
+                        continue
+                    figure = f"  {label_}, {word}, {name}"
+                    if stat == "rss_mib" and key == "curl":
+                        figure = f"  peak RSS of the curl process (all of it), {word}"
+                    out.append(row(res, wl, figure, k, unit))
+        if res.has(k := f"blobs.{server}.up.lib.rss_before_mib"):
+            out.append(row(res, wl, "  RSS of this process before a transfer", k, "MiB"))
+    wl = "Blob/upload vs HTTP upload (reference server)"
+    for way, label_ in (("jmap", "default compression"), ("jmap_plain", "no compression")):
+        if res.has(key := f"blobs.small.crossover.{way}_kib"):
+            figure = f'`via="jmap"` faster than `via="http"` up to, {label_}'
+            out.append(row(res, wl, figure, key, "KiB"))
+    return out
+
+
 def rows(res: Results, cfg: Config) -> list[Row]:
     """(workload, client/metric, median, min - max, unit) for every figure measured."""
     return [
@@ -245,4 +313,5 @@ def rows(res: Results, cfg: Config) -> list[Row]:
         *idle_rows(res, cfg),
         *connect_rows(res),
         *sync_rows(res, cfg),
+        *blob_rows(res, cfg),
     ]

@@ -71,6 +71,16 @@ TARGETS = [
         True,
         "MiB",
     ),
+    *(
+        Target(
+            f"blobs: {word} of a big file >= 0.9 x curl MiB/s ({label})",
+            f"ratio.blobs.{server}.{direction}.lib/curl",
+            0.9,
+            False,
+        )
+        for server, label in (("ref", "reference server"), ("cyrus", "Cyrus"))
+        for direction, word in (("up", "upload"), ("down", "download"))
+    ),
 ]
 
 #: Client keys (as in the result keys) to the names the report shows.
