@@ -33,13 +33,15 @@ from typing import Any
 
 import attrs
 
+from ._http import HttpSettings
 from ._inbox import Inbox, Marker
-from ._net import Cancel, check_timeout
+from ._net import Cancel, check_timeout, same_origin
 from .auth import Auth
 from .client import connect
 from .discovery import fetch_session
 from .errors import JmapWsError, KeepaliveTimeout, SessionClosed, TransportError
 from .frames import CORE, AllTypes, Invocation, Request
+from .httpcalls import HttpLink
 from .policy import Action, Backoff, Decision, RetryState
 from .resource import SessionResource
 from .session import WsSession
@@ -93,6 +95,30 @@ class Settings:
     ping_interval: float | None
     ping_timeout: float
     on_reconnect: Callable[[ReconnectInfo], object] | None
+    #: ``"websocket"``, ``"eventsource"`` or ``"auto"`` (see ReconnectingSession).
+    push_via: str = "websocket"
+    #: Called (in the supervisor thread) on each new connection instead of enabling
+    #: WebSocket push, when push goes over an EventSource; it starts or keeps one.
+    eventsource: Callable[[Channel], object] | None = None
+    #: ``"websocket"``, ``"http"`` or ``"auto"`` (HTTP where the server has no WebSocket).
+    transport: str = "websocket"
+
+
+#: What a link holds: a WebSocket connection, or calls over HTTP POST.
+Channel = WsSession | HttpLink
+
+
+def uses_eventsource(push_via: str, inner: Channel) -> bool:
+    """Whether push for ``inner``'s server goes over its EventSource: when asked, or
+    (``"auto"``) when its WebSocket does not push and it has an ``eventSourceUrl``."""
+    if push_via == "eventsource" or isinstance(inner, HttpLink):
+        return True
+    if push_via != "auto" or inner.session is None:
+        return False
+    ws_cap = inner.session.websocket
+    return not (ws_cap is not None and ws_cap.supports_push) and bool(
+        inner.session.event_source_url
+    )
 
 
 def _drop_locals(error: BaseException | None) -> None:
@@ -135,7 +161,7 @@ class Attempt:
 class Link:
     """A connection that is up, and what the supervisor knows of it (under ``cond``)."""
 
-    inner: WsSession
+    inner: Channel
     attempt: Attempt
     up_at: float = attrs.field(factory=time.monotonic)
     #: Not to be used for sending any more; the supervisor is replacing it.
@@ -186,6 +212,7 @@ class Supervisor:
         number: int,
     ) -> None:
         self.settings = settings
+        self.number = number
         self._rng = rng
         self._retry = RetryState(backoff)
         self.inbox = Inbox(max_queue=max_queue, name=settings.safe, on_marker=self._reached)
@@ -200,7 +227,7 @@ class Supervisor:
         self.final: BaseException | None = None
         self.reconnects = 0
         self.last_info: ReconnectInfo | None = None
-        self._opening: WsSession | None = None  # an attempt between handshake and push on
+        self._opening: Channel | None = None  # an attempt between handshake and push on
         self._refresh: str | None = None  # a sessionState whose Session resource is wanted
         self._refreshed: str | None = None
         self._fetching = False
@@ -271,6 +298,18 @@ class Supervisor:
         self.inbox.finish(local=True)
         if threading.current_thread() is not self.thread:
             self.thread.join(timeout)
+
+    def fail(self, error: BaseException) -> None:
+        """End the session with ``error`` from another thread (the EventSource's, when its
+        credentials are refused): every caller gets it, the stream ends with it."""
+        self._give_up(error)
+        with self.cond:
+            self.closing = True
+            link = self.current
+            self.cond.notify_all()
+        self._cancel.cancel()
+        if link is not None:
+            link.inner.close(1000, "", timeout=0)
 
     def want_session(self, state: str) -> None:
         """A Response carried ``state`` as its sessionState: fetch the Session resource
@@ -407,7 +446,7 @@ class Supervisor:
             "cancel": self._cancel,
             **s.session_options,
         }
-        inner = connect(s.url, **options) if s.discover else WsSession.open(s.url, **options)
+        inner = self._channel(attempt, options)
         with self.cond:
             push, types, state = self.push, self.data_types, self.resume_state
             closing = self.closing
@@ -415,9 +454,12 @@ class Supervisor:
         link = Link(inner, attempt)
         try:
             if push and not closing:
-                inner.enable_push(types, state)  # RFC 8887 §4.3.5.2: replay from pushState
-                inner.call(_PUSH_BARRIER, timeout=s.connect_timeout)
-                link.sent_push_state = state
+                if s.eventsource is not None and uses_eventsource(s.push_via, inner):
+                    s.eventsource(inner)  # the EventSource pushes; it outlives this link
+                else:
+                    inner.enable_push(types, state)  # RFC 8887 §4.3.5.2: replay
+                    inner.call(_PUSH_BARRIER, timeout=s.connect_timeout)
+                    link.sent_push_state = state
         except BaseException:
             inner.close(timeout=0)
             raise
@@ -425,6 +467,43 @@ class Supervisor:
             with self.cond:
                 self._opening = None
         return link  # if closing, _install() refuses it and closes it
+
+    def _channel(self, attempt: Attempt, options: dict[str, Any]) -> Channel:
+        """A WebSocket connection, or (``transport``) calls over HTTP where the server
+        has no WebSocket or the user asked for HTTP."""
+        s = self.settings
+        if not s.discover:
+            return WsSession.open(s.url, **options)
+        if s.transport == "websocket":
+            return connect(s.url, **options)
+        resource = fetch_session(
+            s.url,
+            auth=options["auth"],
+            timeout=s.connect_timeout,
+            ssl_context=s.ssl_context,
+            proxy=s.proxy,
+            cancel=self._cancel,
+        )
+        if s.transport == "auto" and resource.websocket is not None:
+            return connect(s.url, resource=resource, **options)
+        log.info(
+            "%s: calls over HTTP (%s)",
+            s.safe,
+            "asked" if s.transport == "http" else "the server has no WebSocket",
+        )
+        return HttpLink(
+            resource,
+            settings=HttpSettings(
+                auth=options["auth"],
+                ssl_context=s.ssl_context,
+                proxy=s.proxy,
+                trusted=s.url,
+                vouched=same_origin(s.url, resource.url),
+            ),
+            inbox=self.inbox,
+            on_end=options["on_end"],
+            max_concurrent_requests=s.session_options.get("max_concurrent_requests"),
+        )
 
     def _on_end(self, attempt: Attempt, error: BaseException | None, local: bool) -> None:
         """A connection's reader thread: its stream ended."""

@@ -57,6 +57,7 @@ from .errors import (
     SessionClosed,
     SessionError,
     TransportError,
+    WebSocketUnavailable,
 )
 from .feed import ChangeFeed
 from .frames import Request
@@ -286,8 +287,22 @@ def _no_constant(name: str) -> Any:
 
 def _cmd_call(args: argparse.Namespace, out: TextIO) -> int:
     request = _read_request(args.file)
-    with connect(args.url, auth=_auth(args), **_connect_options(args)) as ws:
-        response = ws.call(request, timeout=args.timeout)
+    auth = _auth(args)
+    try:
+        with connect(args.url, auth=auth, **_connect_options(args)) as ws:
+            response = ws.call(request, timeout=args.timeout)
+    except WebSocketUnavailable:  # no WebSocket (Fastmail): the same call over HTTP
+        context = make_ssl_context(cafile=args.cafile) if args.cafile else None
+        with ReconnectingSession(
+            args.url,
+            auth=auth,
+            transport="http",
+            connect_timeout=args.timeout,
+            ssl_context=context,
+            proxy=args.proxy,
+        ) as rs:
+            rs.wait_connected(timeout=args.timeout)
+            response = rs.call(request, timeout=args.timeout)
     json.dump(json.loads(encode(response)), out, indent=2)
     out.write("\n")
     return EXIT_OK

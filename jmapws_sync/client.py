@@ -12,7 +12,7 @@ from ._net import Cancel, Deadline, custom_context, safe_url, same_origin
 from .auth import Auth
 from .discovery import fetch_session
 from .errors import AuthenticationError
-from .resource import websocket_url
+from .resource import SessionResource, websocket_url
 from .session import WsSession
 
 __all__ = ["connect"]
@@ -33,6 +33,7 @@ def connect(
     require_subprotocol: bool = True,
     max_redirects: int = 5,
     cancel: Cancel | None = None,
+    resource: SessionResource | None = None,
     **session_options: Any,
 ) -> WsSession:
     """Discover the server's WebSocket from ``url`` and open a session to it.
@@ -49,7 +50,8 @@ def connect(
     answers 401: :class:`~jmapws_sync.AuthenticationError`). ``timeout`` bounds discovery and
     handshake together; ``cancel`` aborts either from another thread. ``session_options`` go to
     :meth:`WsSession.open <jmapws_sync.WsSession.open>` (``max_message_size``,
-    ``max_queue``, ``headers``...).
+    ``max_queue``, ``headers``...). ``resource``, a Session resource fetched from ``url``
+    already, skips the fetch.
 
     Raises what :func:`~jmapws_sync.fetch_session` and ``WsSession.open`` raise, plus
     :class:`~jmapws_sync.WebSocketUnavailable` and
@@ -60,15 +62,16 @@ def connect(
         ssl_context=ssl_context, cafile=cafile, certfile=certfile, keyfile=keyfile
     )
     deadline = Deadline(timeout)
-    resource = fetch_session(
-        url,
-        auth=auth,
-        timeout=timeout,
-        ssl_context=context,
-        proxy=proxy,
-        max_redirects=max_redirects,
-        cancel=cancel,
-    )
+    if resource is None:
+        resource = fetch_session(
+            url,
+            auth=auth,
+            timeout=timeout,
+            ssl_context=context,
+            proxy=proxy,
+            max_redirects=max_redirects,
+            cancel=cancel,
+        )
     ws_url = websocket_url(resource)
     # The origin the user named got the credentials, so the WebSocket its own Session
     # resource names is its word; a resource from elsewhere (after a redirect) is not.

@@ -93,9 +93,12 @@ import math
 import os
 import random
 import ssl
+import threading
+import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from ._connection import FORKED
@@ -103,7 +106,15 @@ from ._deflate import check_compression
 from ._framing import close_payload
 from ._inbox import DEFAULT_MAX_QUEUE
 from ._net import Deadline, check_timeout, finalize, safe_url
-from ._supervisor import Boundary, Link, ReconnectInfo, Settings, Supervisor
+from ._supervisor import (
+    Boundary,
+    Channel,
+    Link,
+    ReconnectInfo,
+    Settings,
+    Supervisor,
+    uses_eventsource,
+)
 from .auth import Auth
 from .blobs import Blob, BlobReader, Progress, Source
 from .errors import (
@@ -114,10 +125,12 @@ from .errors import (
     SessionClosed,
     TransportError,
 )
+from .eventsource import EventSourcePush
 from .frames import AllTypes, Frame, Request, Response, StateChange
+from .httpcalls import HttpLink
 from .policy import FATAL_CLOSE_CODES, Backoff, Verdict, classify
 from .resource import SessionResource
-from .session import DEFAULT_MAX_MESSAGE_SIZE, WsSession
+from .session import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = [
     "FATAL_CLOSE_CODES",
@@ -133,6 +146,19 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _numbers = itertools.count(1)
+
+
+def _weakly(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` (bound to a ReconnectingSession) called through a weak reference: the
+    supervisor's and the EventSource's threads must not keep a forgotten session alive.
+    Once it is gone, calls do nothing."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> Any:
+        target = ref()
+        return None if target is None else target(*args)
+
+    return call
 
 
 def _types_option(data_types: Sequence[str] | AllTypes | None) -> tuple[str, ...] | AllTypes | None:
@@ -158,6 +184,24 @@ class ReconnectingSession:
     delays; ``ping_interval`` / ``ping_timeout`` the keepalive (``ping_interval=None``
     turns it off). ``on_reconnect(info)`` is called in the consumer's thread at each
     reconnect. ``connect_timeout`` bounds each attempt (discovery and handshake).
+
+    ``transport`` says how calls go: ``"websocket"``, ``"http"`` (each call a POST to the
+    Session resource's ``apiUrl`` over a keep-alive pool, at most
+    ``maxConcurrentRequests`` at once: :class:`~jmapws_sync.httpcalls.HttpLink`), or
+    ``"auto"`` (the default): the WebSocket where the Session resource has one, HTTP where
+    it has none (Fastmail). Over HTTP, ``call()``, ``send_request()`` (its answer comes
+    through :meth:`next_frame`), the errors and :class:`~jmapws_sync.MethodError` are the
+    same; push then comes from the EventSource. :attr:`transport` says which is used.
+
+    ``push_via`` says where pushes come from: ``"websocket"`` (RFC 8887),
+    ``"eventsource"`` (RFC 8620 §7.3: the Session resource's ``eventSourceUrl``, read in a
+    thread of its own, for jmaple, whose WebSocket says it pushes and never does), or
+    ``"auto"`` (the default): the WebSocket where its capability says ``supportsPush``,
+    the EventSource otherwise. Either way the StateChanges come through :meth:`changes`,
+    :meth:`next_frame` and :meth:`events` alike; an EventSource resumes with
+    ``Last-Event-ID``, waits what its ``retry:`` asks (within the backoff's ceiling), takes
+    its ``ping`` events (asked every ``ping_interval``) as the keepalive, and reports its
+    reconnects as the WebSocket's are. :attr:`push_source` says which is used.
 
     The other options go to :meth:`WsSession.open <jmapws_sync.WsSession.open>` for every
     connection; ``max_queue`` bounds the frames held for :meth:`next_frame` across them.
@@ -188,8 +232,16 @@ class ReconnectingSession:
         max_concurrent_requests: int | None = None,
         close_timeout: float = 2.0,
         compression: str | None = "deflate",
+        push_via: str = "auto",
+        transport: str = "auto",
     ) -> None:
         scheme = urlsplit(url).scheme
+        if push_via not in ("auto", "websocket", "eventsource"):
+            raise ValueError('push_via is "auto", "websocket" or "eventsource"')
+        if transport not in ("auto", "websocket", "http"):
+            raise ValueError('transport is "auto", "websocket" or "http"')
+        if transport == "http" and scheme not in ("http", "https"):
+            raise ValueError("transport='http' needs an http(s) URL to discover the apiUrl")
         if scheme not in ("http", "https", "ws", "wss"):
             raise ValueError(f"not an http(s) or ws(s) URL: {safe_url(url)}")
         ping_interval = check_timeout(ping_interval, "ping_interval")  # inf: no keepalive
@@ -220,11 +272,18 @@ class ReconnectingSession:
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
             on_reconnect=on_reconnect,
+            push_via=push_via,
+            eventsource=_weakly(self._eventsource_for),  # the thread must not keep self
+            transport=transport,
         )
+        self._backoff = backoff if backoff is not None else Backoff()
+        self._es_lock = threading.Lock()
+        self._es: EventSourcePush | None = None
+        self._es_types: tuple[str, ...] | None = None
         self._sup = Supervisor(
             settings,
             rng=rng if rng is not None else random.Random(),  # noqa: S311 - jitter only
-            backoff=backoff if backoff is not None else Backoff(),
+            backoff=self._backoff,
             push=push,
             data_types=_types_option(data_types),
             push_state=push_state,
@@ -267,6 +326,24 @@ class ReconnectingSession:
     def last_reconnect(self) -> ReconnectInfo | None:
         """The :class:`ReconnectInfo` of the latest reconnect, or ``None``."""
         return self._sup.last_info
+
+    @property
+    def transport(self) -> str | None:
+        """How calls go: ``"websocket"``, ``"http"`` (POST to ``apiUrl``, where the server
+        has no WebSocket or ``transport="http"`` asked), or None while not connected."""
+        link = self._sup.live()
+        if link is None:
+            return None
+        return "http" if isinstance(link.inner, HttpLink) else "websocket"
+
+    @property
+    def push_source(self) -> str | None:
+        """Where pushes come from: ``"websocket"``, ``"eventsource"``, or None (push off,
+        or not decided yet: ``push_via="auto"`` decides at the first connection)."""
+        with self._es_lock:
+            if self._es is not None:
+                return "eventsource"
+        return "websocket" if self._sup.push and self._sup.live() is not None else None
 
     @property
     def connected(self) -> bool:
@@ -335,7 +412,7 @@ class ReconnectingSession:
         """Send one raw text message (extensions); same rules as :meth:`send_request`."""
         self._send(lambda inner: inner.send_text(text), timeout)
 
-    def _send(self, send: Callable[[WsSession], None], timeout: float | None) -> None:
+    def _send(self, send: Callable[[Channel], None], timeout: float | None) -> None:
         self._check_forked()
         deadline = Deadline(timeout)
         while True:
@@ -378,7 +455,10 @@ class ReconnectingSession:
                 sup.resume_state = push_state
             link = sup.live()
         if link is not None:
-            self._on_link(link, lambda inner: inner.enable_push(types, push_state))
+            if uses_eventsource(self._sup.settings.push_via, link.inner):
+                self._eventsource_for(link.inner)
+            else:
+                self._on_link(link, lambda inner: inner.enable_push(types, push_state))
 
     def disable_push(self) -> None:
         """Stop push now (if connected) and on every later connection."""
@@ -387,18 +467,89 @@ class ReconnectingSession:
         with sup.cond:
             sup.push = False
             link = sup.live()
-        if link is not None:
-            self._on_link(link, WsSession.disable_push)
+        with self._es_lock:
+            by_eventsource = self._es is not None
+        if by_eventsource:
+            self._stop_eventsource()
+        elif link is not None:
+            self._on_link(link, lambda inner: inner.disable_push())
 
-    def _on_link(self, link: Link, send: Callable[[WsSession], None]) -> None:
+    def _on_link(self, link: Link, send: Callable[[Channel], None]) -> None:
         try:
             send(link.inner)
         except (TransportError, SessionClosed) as exc:
             self._sup.lost(link, exc)  # the reconnect does it
 
+    # ------------------------------------------------------------------ EventSource push
+
+    def _eventsource_for(self, inner: Channel) -> None:
+        """The supervisor's call on a new connection when push goes over the EventSource
+        (RFC 8620 §7.3): start one (or another, for other types) and wait until it is
+        open, so that push is on when :meth:`wait_connected` returns, as with WebSocket
+        push. One EventSource serves every connection: it reconnects by itself."""
+        sup = self._sup
+        with sup.cond:
+            types = sup.data_types
+            last_id = sup.resume_state
+        wanted = None if types is None or isinstance(types, AllTypes) else tuple(types)
+        resource = inner.session
+        if resource is None or not resource.event_source_url:
+            raise PushUnavailable("the Session resource names no eventSourceUrl")
+        with self._es_lock:
+            es = self._es
+            if es is None or self._es_types != wanted:
+                if es is not None:
+                    es.close(timeout=0)
+                    last_id = es.last_event_id or last_id
+                interval = sup.settings.ping_interval
+                ping = 0 if interval is None else max(1, min(round(interval), 300))
+                es = self._es = EventSourcePush(
+                    resource.event_source_url,
+                    settings=inner.http_settings,
+                    ping=ping,  # the keepalive: as the WebSocket pings, the server does
+                    types=wanted,
+                    deliver=sup.inbox.put,
+                    on_reconnect=_weakly(self._eventsource_reconnected),
+                    on_fatal=sup.fail,
+                    backoff=self._backoff,
+                    last_event_id=last_id,
+                    name=f"jmapws-eventsource-{sup.number}",
+                ).start()
+                self._es_types = wanted
+        if not es.settled.wait(sup.settings.connect_timeout):
+            raise TimeoutError(f"the EventSource of {self._safe} did not open in time")
+        if es.error is not None:
+            raise es.error
+
+    def _eventsource_reconnected(
+        self, count: int, cause: BaseException | None, resumed_from: str | None
+    ) -> None:
+        """The EventSource's thread: a stream opened again. The stream gets a marker there,
+        as after a WebSocket reconnect, so ``on_reconnect`` and :meth:`events` hear of it."""
+        now = time.monotonic()
+        boundary = Boundary()
+        boundary.info = ReconnectInfo(
+            count=count,
+            cause=cause,
+            close_code=None,
+            attempts=1,
+            disconnected_at=now,
+            downtime=0.0,
+            push_resumed=resumed_from is not None,
+            push_state=resumed_from,
+        )
+        boundary.ready = True
+        self._sup.inbox.put_marker(boundary)
+
+    def _stop_eventsource(self) -> None:
+        with self._es_lock:
+            es, self._es, self._es_types = self._es, None, None
+        if es is not None:
+            es.close(timeout=self._close_timeout)
+
     # ------------------------------------------------------------------ blobs
 
-    def _for_blobs(self, timeout: float | None) -> WsSession:
+    def _for_blobs(self, timeout: float | None) -> Channel:
         """The current connection's session, whose HTTP settings and Session resource a
         transfer uses (waiting up to ``timeout`` for one); the transfer itself does not
         need the WebSocket to stay up."""
@@ -544,6 +695,7 @@ class ReconnectingSession:
             raise ValueError(f"close() takes 1000 or a code in 3000-4999, not {code!r}")
         close_payload(code, reason)  # ValueError for a reason over 123 bytes, before anything
         wait = self._close_timeout if timeout is None else check_timeout(timeout)
+        self._stop_eventsource()
         self._sup.close(code, reason, wait)
 
     def __enter__(self) -> ReconnectingSession:
@@ -560,6 +712,9 @@ class ReconnectingSession:
             return
         text = f"unclosed <ReconnectingSession {self._safe}>"
         warnings.warn(text, ResourceWarning, stacklevel=1, source=self)
+        es = getattr(self, "_es", None)
+        if es is not None:
+            finalize(es.close, 0.0)
         finalize(sup.close, 1000, "", 0.0)
 
     def __repr__(self) -> str:

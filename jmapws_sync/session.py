@@ -356,6 +356,12 @@ class WsSession:
 
     # ------------------------------------------------------------------ receiving
 
+    @property
+    def http_settings(self) -> HttpSettings:
+        """What this session's HTTP requests (blobs, an EventSource) are made with: its
+        credentials and where they may go, TLS context and proxy."""
+        return self._blobs.settings
+
     # ------------------------------------------------------------------ blobs
 
     def upload(

@@ -728,3 +728,19 @@ def test_a_progress_bar_is_drawn_on_a_terminal(server: ReferenceServer, tmp_path
     assert json.loads(proc.stdout)["size"] == 2_000_000
     assert b"100%" in drawn
     assert b"\r" in drawn
+
+
+def test_call_and_sync_work_without_a_websocket(tmp_path: Path, alice_env: list[str]) -> None:
+    """A Fastmail-like server (no WebSocket): call over HTTP, sync with the EventSource."""
+    with ReferenceServer(users=USERS, websocket=False) as server:
+        request = tmp_path / "echo.json"
+        request.write_text(json.dumps(ECHO))
+        status, text = run(["call", server.base_url, *alice_env, str(request)])
+        assert status == 0
+        assert json.loads(text)["methodResponses"][0][1] == {"x": 1}
+        server.change_note("alice", title="over http")
+        states = str(tmp_path / "s.json")
+        argv = ["sync", server.base_url, *alice_env, "--types", "Note", "--once"]
+        status, text = run([*argv, "--state-file", states])
+        assert status == 0
+        assert json.loads(text.splitlines()[0])["resync"] is True
