@@ -19,7 +19,8 @@ measured (``--sync-worker``). The workloads, the statistics and the report are i
 Options: ``--output PATH`` (default ``BENCHMARKS.md``; ``-`` writes nothing), ``--plot
 PATH`` (default ``benchmarks/latency.png``), ``--reps N``, ``--no-profile``, ``--only
 NAMES`` (comma-separated workloads: rt, conc, push, flood, large, deflate, idle,
-connect, sync, blobs), ``--render JSON`` (rewrite the report from a saved run, measuring nothing).
+connect, sync, blobs, transports), ``--render JSON`` (rewrite the report from a saved
+run, measuring nothing).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import blobs, conc, connect, deflate, flood, idle, large, push, rt, sync
+from bench import blobs, conc, connect, deflate, flood, idle, large, push, rt, sync, transports
 from bench import server as bench_server
 from bench.clients import jmaplib_status
 from bench.config import HERE, ROOT, WORKLOADS, Config
@@ -58,6 +59,7 @@ STEPS: tuple[tuple[str, Measure], ...] = (
     ("connect", connect.measure),
     ("sync", sync.measure),
     ("blobs", blobs.measure),
+    ("transports", transports.measure),
     ("idle", idle.measure),
 )
 

@@ -10,7 +10,9 @@
   :mod:`.connect` (connect() and close()), :mod:`.idle` (idle sessions, in a fresh process),
   :mod:`.flood` (call() during a push flood), :mod:`.deflate` (with and without
   compression), :mod:`.sync` (ChangeFeed's first sync against a hand-written HTTP loop, on
-  the reference server and Cyrus, and a resync's peak RSS, in a fresh process);
+  the reference server and Cyrus, and a resync's peak RSS, in a fresh process),
+  :mod:`.blobs` (big transfers against curl, small uploads), :mod:`.transports`
+  (EventSource against WebSocket push, calls over HTTP against the WebSocket);
 * :mod:`.profiling` - cProfile of the caller and reader threads;
 * :mod:`.stats` and :mod:`.results` - percentiles, medians, the samples of every figure;
 * :mod:`.targets`, :mod:`.table`, :mod:`.report`, :mod:`.plot`, :mod:`.machine` - what the

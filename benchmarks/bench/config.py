@@ -24,6 +24,7 @@ WORKLOADS = (
     "connect",
     "sync",
     "blobs",
+    "transports",
 )
 KIB = 1024
 
@@ -57,6 +58,11 @@ class Config:
     blob_size: int = 256 * MIB
     blob_small_sizes: tuple[int, ...] = tuple(k * KIB for k in (1, 4, 8, 16, 32, 64, 256, 1024))
     blob_small_n: int = 60
+    transports_changes: int = 1000
+    transports_burst: int = 2000
+    transports_calls: int = 1000
+    transports_cyrus_calls: int = 300
+    transports_cyrus_changes: int = 10
 
     @classmethod
     def make(cls, *, quick: bool, reps: int | None) -> Config:
@@ -85,4 +91,9 @@ class Config:
             sync_rss_reps=1,
             blob_size=16 * MIB,
             blob_small_n=15,
+            transports_changes=200,
+            transports_burst=500,
+            transports_calls=200,
+            transports_cyrus_calls=100,
+            transports_cyrus_changes=3,
         )

@@ -2,7 +2,8 @@
 
 The Markdown has, in order: how to reproduce, "Machine and run", "Targets", "Every
 workload" (the table of :mod:`.table`, then the workload sizes and the idle details),
-notes from the run, "Latency distribution" (the plot), the hand-written
+notes from the run, the "permessage-deflate", "Small blobs" and "Transports" sections,
+"Latency distribution" (the plot), the hand-written
 ``benchmarks/FINDINGS.md``, "Profiles of this run" and the "Closing note".
 """
 
@@ -20,6 +21,7 @@ from .stats import fmt
 from .sync import EMAIL_PROPERTIES as SYNC_EMAIL_PROPERTIES
 from .table import rows
 from .targets import TARGETS
+from .transports_table import transports_section
 
 
 def print_table(res: Results, cfg: Config) -> None:
@@ -43,6 +45,9 @@ def print_table(res: Results, cfg: Config) -> None:
     if details:
         print(f"\n{details}")
     section = blobs_section(res, cfg)
+    if section:
+        print("\n" + "\n".join(section))
+    section = transports_section(res, cfg)
     if section:
         print("\n" + "\n".join(section))
 
@@ -108,7 +113,11 @@ def _every_workload(res: Results, cfg: Config) -> list[str]:
         f" ({cfg.sync_rss_reps} per mode); blob transfer a {cfg.blob_size // MIB} MiB file of"
         " random bytes (in the page cache) up and down by each client, uploads then"
         " downloads, order rotated, one checked round first; small uploads"
-        f" {cfg.blob_small_n} per way, size and repetition."
+        f" {cfg.blob_small_n} per way, size and repetition; transports"
+        f" {cfg.transports_changes:,} Note changes per push source and repetition, one at a"
+        f" time, and bursts of {cfg.transports_burst:,}, {cfg.transports_calls:,} calls per"
+        f" client, call and repetition ({cfg.transports_cyrus_calls} on Cyrus, with"
+        f" {cfg.transports_cyrus_changes} changes per repetition)."
     )
     idle_out = res.extra.get("idle")
     if idle_out:
@@ -215,6 +224,7 @@ def markdown(res: Results, cfg: Config, meta: dict[str, Any], plot_path: Path | 
     lines += _every_workload(res, cfg)
     lines += deflate_section(res, cfg)
     lines += blobs_section(res, cfg)
+    lines += transports_section(res, cfg)
     if plot_path is not None:
         lines += _latency_plot(plot_path)
     findings = HERE / "FINDINGS.md"

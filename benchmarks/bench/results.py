@@ -6,7 +6,11 @@ Keys: ``rt.<client>.p50|p99|mean|server_us``, ``conc.lib|http.<threads>``,
 ``conn.<what>.p50|p99``, ``sync.ref|cyrus.<client>.s|rt|ops|cpu|server_cpu`` and
 ``sync.rss.drop|keep_mib`` (with ``sync.rss.<mode>.idle_mib|end_mib|s|rt``),
 ``blobs.ref|cyrus.up|down.<client>.mibs|cpu|server_cpu|rss_mib``,
-``blobs.small.<bytes>.<way>.p50`` and ``blobs.small.crossover.<way>_kib``, and
+``blobs.small.<bytes>.<way>.p50`` and ``blobs.small.crossover.<way>_kib``,
+``transports.push.<source>.p50|p99|net_p50`` (with ``transports.push.pipe.p50|p99``),
+``transports.cpu.<source>.us|process_us|server_us|received_pct|rate``,
+``transports.cyrus_push.<source>.p50|max`` and
+``transports.calls.ref|cyrus.echo|get.<client>.p50|p99|server_us``, and
 ``ratio.<workload>.<a>/<b>`` for the ratios. A run is saved as JSON beside its report
 (:func:`dump`), so that ``run.py --render`` can rewrite the report.
 """

@@ -23,6 +23,10 @@ USERS = {
     "syncer": "secret",  # first sync: 10,000 Notes
     "bigsync": "secret",  # the resync's peak RSS: 100,000 Notes
     "blobber": "secret",  # blob transfers: a 256 MiB upload and download, small uploads
+    "push_ws": "secret",  # transports: WebSocket push (one Note changed, read at once)
+    "push_es": "secret",  # transports: EventSource push
+    "push_wsplain": "secret",  # transports: WebSocket push without compression (context)
+    "caller": "secret",  # transports: calls over HTTP and over the WebSocket (10 Notes)
 }
 #: The account push_flood() floods: the "flood" user's.
 FLOOD_ACCOUNT = "a-flood"

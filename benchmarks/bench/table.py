@@ -314,4 +314,107 @@ def rows(res: Results, cfg: Config) -> list[Row]:
         *connect_rows(res),
         *sync_rows(res, cfg),
         *blob_rows(res, cfg),
+        *transports_rows(res, cfg),
     ]
+
+
+#: The push sources of the transports workload, in table order: (key, name).
+PUSH_SOURCES = (
+    ("ws", 'WebSocket push (`push_via="websocket"`)'),
+    ("es", 'EventSource (`push_via="eventsource"`)'),
+    ("ws_plain", "WebSocket push, no compression (context)"),
+)
+#: The call clients of the transports workload, in table order: (key, name).
+CALL_CLIENTS = (
+    ("http", '`transport="http"` (POST, keep-alive pool)'),
+    ("ws", '`transport="websocket"`'),
+    ("ws_plain", '`transport="websocket"`, no compression (context)'),
+    ("http_keep", "`http.client` keep-alive POST loop (context)"),
+)
+
+
+def transports_rows(res: Results, cfg: Config) -> list[Row]:
+    """Push latency and CPU by source, then call() latency by transport, per server."""
+    out: list[Row] = []
+    wl = "push by source (reference server)"
+    for stat, label in (("p50", "p50"), ("p99", "p99")):
+        out += [
+            row(res, wl, f"StateChange latency {label}, {name}", key, "us")
+            for k, name in PUSH_SOURCES
+            if res.has(key := f"transports.push.{k}.{stat}")
+        ]
+    out += [
+        row(res, wl, f"  p50 less the pipe's round trip, {name}", key, "us")
+        for k, name in PUSH_SOURCES
+        if res.has(key := f"transports.push.{k}.net_p50")
+    ]
+    for stat in ("p50", "p99"):
+        if res.has(key := f"transports.push.pipe.{stat}"):
+            out.append(row(res, wl, f"  pipe round trip of a no-op call, {stat}", key, "us"))
+    for stat, label in (("p50", "p50"), ("p99", "p99"), ("net_p50", "p50 less the pipe")):
+        if res.has(key := f"ratio.transports.push.es/ws.{stat}"):
+            out.append(row(res, wl, f"ratio latency {label} EventSource / WebSocket", key, "x"))
+    for stat, label, unit in (
+        ("us", "client CPU per push, the session's threads", "us"),
+        ("process_us", "  client CPU per push, whole process", "us"),
+        ("server_us", "  server CPU per change (commit and push)", "us"),
+        (
+            "received_pct",
+            f"  StateChanges read per change (burst of {cfg.transports_burst:,})",
+            "%",
+        ),
+        ("rate", "  changes per second in the burst", "changes/s"),
+    ):
+        out += [
+            row(res, wl, f"{label}, {name}", key, unit)
+            for k, name in PUSH_SOURCES
+            if res.has(key := f"transports.cpu.{k}.{stat}")
+        ]
+    if res.has(key := "transports.cpu.base.us"):
+        out.append(row(res, wl, "  the same threads per no-op pipe call (baseline)", key, "us"))
+    for key, label in (
+        ("ratio.transports.cpu.es/ws", "ratio client CPU per push EventSource / WebSocket"),
+        (
+            "ratio.transports.cpu.es/ws.server",
+            "ratio server CPU per change EventSource / WebSocket",
+        ),
+    ):
+        if res.has(key):
+            out.append(row(res, wl, label, key, "x"))
+    cyrus = res.extra.get("transports.cyrus", {})
+    wl = f"push by source (Cyrus {cyrus.get('version')}, jmap_pushpoll {cyrus.get('pushpoll')})"
+    for stat in ("p50", "max"):
+        out += [
+            row(res, wl, f"StateChange latency {stat}, {name}", key, "ms")
+            for k, name in PUSH_SOURCES
+            if res.has(key := f"transports.cyrus_push.{k}.{stat}")
+        ]
+    if res.has(key := "ratio.transports.cyrus_push.es/ws.p50"):
+        out.append(row(res, wl, "ratio latency p50 EventSource / WebSocket", key, "x"))
+    for server, label in (("ref", "reference server"), ("cyrus", f"Cyrus {cyrus.get('version')}")):
+        get = "Note/get" if server == "ref" else "Mailbox/get"
+        for method, call in (("echo", "Core/echo"), ("get", get)):
+            base = f"transports.calls.{server}.{method}"
+            if not res.has(f"{base}.ws.p50"):
+                continue
+            wl = f"call() by transport, {call} ({label})"
+            for stat in ("p50", "p99"):
+                out += [
+                    row(res, wl, f"`call()` {stat}, {name}", key, "us")
+                    for k, name in CALL_CLIENTS
+                    if res.has(key := f"{base}.{k}.{stat}")
+                ]
+            out += [
+                row(res, wl, f"  server CPU per call, {name}", key, "us")
+                for k, name in CALL_CLIENTS
+                if res.has(key := f"{base}.{k}.server_us")
+            ]
+            for suffix, figure in (
+                ("http/ws", "ratio p50 HTTP / WebSocket"),
+                ("http/ws.p99", "ratio p99 HTTP / WebSocket"),
+                ("http/http_keep", "ratio p50 HTTP / `http.client` loop"),
+                ("ws/ws_plain", "ratio p50 WebSocket / no compression"),
+            ):
+                if res.has(key := f"ratio.{base}.{suffix}"):
+                    out.append(row(res, wl, figure, key, "x"))
+    return out
