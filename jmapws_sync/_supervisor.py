@@ -302,14 +302,12 @@ class Supervisor:
     def fail(self, error: BaseException) -> None:
         """End the session with ``error`` from another thread (the EventSource's, when its
         credentials are refused): every caller gets it, the stream ends with it."""
-        self._give_up(error)
+        self._give_up(error)  # the supervisor stops at its next step (final is set)
         with self.cond:
-            self.closing = True
             link = self.current
+            if link is not None:
+                link.down = True
             self.cond.notify_all()
-        self._cancel.cancel()
-        if link is not None:
-            link.inner.close(1000, "", timeout=0)
 
     def want_session(self, state: str) -> None:
         """A Response carried ``state`` as its sessionState: fetch the Session resource

@@ -28,18 +28,21 @@ import logging
 import random
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final
+
+import attrs
 
 from ._http import HttpSettings, connect, expand, status_error
 from ._net import resolve_proxy, safe_url
 from ._sse import Event, EventStreamError, EventStreamParser
 from .codec import decode
-from .errors import AuthenticationError, JmapWsError, ParseError
+from .errors import AuthenticationError, JmapWsError, ParseError, PushUnavailable
 from .frames import StateChange
 from .policy import Backoff
 
-__all__ = ["DEFAULT_PING", "EventSourcePush", "ping_seconds"]
+__all__ = ["DEFAULT_PING", "EventSourcePush", "Reopened", "ping_seconds"]
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +60,26 @@ def ping_seconds(interval: object) -> float | None:
     return interval / 1000 if interval > _MILLISECONDS_ABOVE else float(interval)
 
 
+@attrs.frozen
+class Reopened:
+    """A stream opened again: the ``count`` of reopenings so far, the ``cause`` that lost
+    the last one, the ``resumed_from`` Last-Event-ID sent (or None), when it was
+    ``lost_at`` (``time.monotonic()``) and the ``attempts`` it took."""
+
+    count: int
+    cause: BaseException | None
+    resumed_from: str | None
+    lost_at: float
+    attempts: int
+
+
 class EventSourcePush:
     """One EventSource kept open, in a thread, until :meth:`close`.
 
     ``url`` is the ``eventSourceUrl`` template, ``types`` the data types (None: all),
-    ``deliver(change)`` takes each StateChange, ``on_reconnect(count, cause,
-    resumed_from)`` is told of each reconnect after the first connection (``resumed_from``
-    the Last-Event-ID sent, or None), ``on_fatal(error)`` of the error that ended it.
+    ``deliver(change)`` takes each StateChange, ``on_reconnect(reopened)`` is told of each
+    reconnect after the first connection (a :class:`Reopened`), ``on_fatal(error)`` of the
+    error that ended it.
     ``connected`` is set once a stream is open.
     """
 
@@ -74,7 +90,7 @@ class EventSourcePush:
         settings: HttpSettings,
         types: Sequence[str] | None,
         deliver: Callable[[StateChange], object],
-        on_reconnect: Callable[[int, BaseException | None, str | None], object] | None = None,
+        on_reconnect: Callable[[Reopened], object] | None = None,
         on_fatal: Callable[[BaseException], object] | None = None,
         backoff: Backoff | None = None,
         ping: int = DEFAULT_PING,
@@ -134,18 +150,27 @@ class EventSourcePush:
         base: float | None = None
         cause: BaseException | None = None
         opened = 0  # streams opened so far
+        lost_at = 0.0  # when the last stream was lost
+        attempts = 0  # attempts since then
         while not self._closing.is_set():
             parser = EventStreamParser()
             resumed_from = self.last_event_id
+            attempts += 1
             try:
                 for event in self._events(parser):
                     if event is _OPEN:
                         opened += 1
                         self.settled.set()
                         base = None  # the backoff starts again once a stream is up
-                        if opened > 1 and self._on_reconnect is not None:
+                        if opened > 1:
                             self.reconnects += 1
-                            self._on_reconnect(self.reconnects, cause, resumed_from)
+                            if self._on_reconnect is not None:
+                                self._on_reconnect(
+                                    Reopened(
+                                        self.reconnects, cause, resumed_from, lost_at, attempts
+                                    )
+                                )
+                        attempts = 0
                         continue
                     self._handle(event)
             except _Stop as stop:
@@ -157,7 +182,10 @@ class EventSourcePush:
                         self._on_fatal(stop.error)
                 return
             except (OSError, http.client.HTTPException, JmapWsError) as exc:
-                cause = exc
+                if self.connected.is_set():  # an open stream was lost: the clock starts
+                    cause, lost_at = exc, time.monotonic()
+                elif opened == 0:
+                    cause, lost_at = exc, lost_at or time.monotonic()
                 if not self._closing.is_set():
                     log.warning("%s: event stream lost (%s)", self._label(), exc)
             finally:
@@ -203,8 +231,8 @@ class EventSourcePush:
         if self._closing.is_set():
             raise _Stop(None)
         response = conn.getresponse()
-        if response.status == 204:  # WHATWG: the server says stop
-            raise _Stop(None)
+        if response.status == 204:  # WHATWG: the server says stop (Cyrus without push)
+            raise _Stop(PushUnavailable(f"{safe_url(url)} answered 204: it pushes nothing"))
         if response.status != 200:
             error = status_error(response, url, action="opening the event stream")
             if isinstance(error, AuthenticationError):

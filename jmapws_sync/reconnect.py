@@ -125,7 +125,7 @@ from .errors import (
     SessionClosed,
     TransportError,
 )
-from .eventsource import EventSourcePush
+from .eventsource import EventSourcePush, Reopened
 from .frames import AllTypes, Frame, Request, Response, StateChange
 from .httpcalls import HttpLink
 from .policy import FATAL_CLOSE_CODES, Backoff, Verdict, classify
@@ -521,22 +521,20 @@ class ReconnectingSession:
         if es.error is not None:
             raise es.error
 
-    def _eventsource_reconnected(
-        self, count: int, cause: BaseException | None, resumed_from: str | None
-    ) -> None:
+    def _eventsource_reconnected(self, reopened: Reopened) -> None:
         """The EventSource's thread: a stream opened again. The stream gets a marker there,
-        as after a WebSocket reconnect, so ``on_reconnect`` and :meth:`events` hear of it."""
-        now = time.monotonic()
+        as after a WebSocket reconnect, so ``on_reconnect`` and :meth:`events` hear of it.
+        Its ``count`` is the EventSource's own (:attr:`reconnects` counts connections)."""
         boundary = Boundary()
         boundary.info = ReconnectInfo(
-            count=count,
-            cause=cause,
+            count=reopened.count,
+            cause=reopened.cause,
             close_code=None,
-            attempts=1,
-            disconnected_at=now,
-            downtime=0.0,
-            push_resumed=resumed_from is not None,
-            push_state=resumed_from,
+            attempts=reopened.attempts,
+            disconnected_at=reopened.lost_at,
+            downtime=time.monotonic() - reopened.lost_at,
+            push_resumed=reopened.resumed_from is not None,
+            push_state=reopened.resumed_from,
         )
         boundary.ready = True
         self._sup.inbox.put_marker(boundary)

@@ -40,7 +40,7 @@ class Heard:
             settings=HttpSettings(auth=ALICE, trusted=server.url),
             types=options.pop("types", ["Note"]),  # type: ignore[arg-type]
             deliver=self.changes.put,
-            on_reconnect=lambda *info: self.reconnects.put(info),
+            on_reconnect=self.reconnects.put,
             on_fatal=self.fatal.put,
             backoff=options.pop("backoff", FAST),  # type: ignore[arg-type]
             **options,  # type: ignore[arg-type]
@@ -92,7 +92,8 @@ def test_every_reconnect_sends_the_last_event_id_and_is_told() -> None:
             es.close(WAIT)
     assert states == ["p1", "p2", "p3"]
     assert [r.headers.get("last-event-id") for r in server.requests[:3]] == [None, "p1", "p2"]
-    assert [(count, resumed) for count, _, resumed in infos] == [(1, "p1"), (2, "p2")]
+    assert [(i.count, i.resumed_from) for i in infos] == [(1, "p1"), (2, "p2")]
+    assert all(i.attempts == 1 and i.lost_at > 0 for i in infos)
 
 
 def test_a_stream_without_ids_resumes_without_a_last_event_id() -> None:
@@ -144,11 +145,11 @@ def test_pings_are_the_keepalive_and_a_silent_stream_is_replaced() -> None:
     with SseServer(handler) as server:
         es = heard.push(server, ping=20)
         try:
-            count, cause, _ = heard.reconnects.get(timeout=WAIT)
+            reopened = heard.reconnects.get(timeout=WAIT)
         finally:
             es.close(WAIT)
-    assert count == 1
-    assert isinstance(cause, TimeoutError | OSError)
+    assert reopened.count == 1
+    assert isinstance(reopened.cause, TimeoutError | OSError)
 
 
 @pytest.mark.parametrize(
@@ -176,17 +177,45 @@ def test_refused_credentials_end_the_push() -> None:
     assert len(server.requests) == 1  # not retried with the same credentials
 
 
-def test_204_means_stop_without_an_error() -> None:
+def test_204_means_no_push_and_stops() -> None:
+    """WHATWG: 204 says stop; Cyrus answers it when it pushes nothing (its WebSocket off)."""
+
     def handler(stream: Stream) -> None:
         stream.send(b"HTTP/1.1 204 X\r\nContent-Length: 0\r\n\r\n")
 
     heard = Heard()
     with SseServer(handler) as server:
         es = heard.push(server)
-        es._thread.join(WAIT)
+        error = heard.fatal.get(timeout=WAIT)
+        es.close(WAIT)
         assert not es._thread.is_alive()
-    assert heard.fatal.empty()
+    assert isinstance(error, jws.PushUnavailable)
+    assert es.settled.is_set()
     assert len(server.requests) == 1
+
+
+def test_a_reopening_says_when_the_stream_was_lost_and_how_many_tries_it_took() -> None:
+    def handler(stream: Stream) -> None:
+        n = len(server.requests)
+        if n == 1:
+            stream.start()
+            stream.state({A: {"Note": "s1"}}, "p1", id="p1")
+        elif n < 4:  # two refused tries
+            stream.send(b"HTTP/1.1 503 X\r\nContent-Length: 0\r\n\r\n")
+        else:
+            stream.start()
+            stream.hold()
+
+    heard = Heard()
+    with SseServer(handler) as server:
+        es = heard.push(server)
+        try:
+            reopened = heard.reconnects.get(timeout=WAIT)
+        finally:
+            es.close(WAIT)
+    assert (reopened.count, reopened.attempts, reopened.resumed_from) == (1, 3, "p1")
+    assert isinstance(reopened.cause, jws.JmapWsError)  # the end of the first stream
+    assert reopened.lost_at > 0
 
 
 def test_a_server_error_and_a_reset_are_retried() -> None:
