@@ -137,13 +137,14 @@ class Inbox:
     def put_marker(self, marker: Marker) -> None:
         """Add ``marker`` at the end; never waits for room (the supervisor calls it).
 
-        A marker right behind another one, with no frame between them, takes its place: a
+        A marker right behind a ready one, with no frame between them, takes its place: a
         consumer would pass both at once, and an application that reads no frames (call()
-        only) would otherwise keep one per reconnect for ever.
+        only) would otherwise keep one per reconnect for ever. One that is not ready yet
+        (a reconnect under way) stays: what comes after it must still wait for it.
         """
         with self._lock:
             items = self._items
-            if items and isinstance(items[-1], Marker):
+            if items and isinstance(items[-1], Marker) and items[-1].ready:
                 items[-1] = marker
             else:
                 items.append(marker)

@@ -530,3 +530,23 @@ def test_8_a_reconnect_info_kept_by_the_application_does_not_keep_its_connection
     assert len(kept) >= 5
     assert all(_tracebacks(info.cause) for info in kept)  # still there to be printed
     assert len(alive) <= 3
+
+
+def test_8_a_reconnect_under_way_is_not_replaced_by_a_later_marker() -> None:
+    """Only a marker already passed by reality may be replaced: one not ready (a WebSocket
+    reconnect under way) keeps what follows it waiting, an EventSource's marker included
+    (found on Cyrus, where both reconnect at a restart)."""
+    from jmapws_sync._inbox import Inbox, Marker
+
+    reached: list[Marker] = []
+    inbox = Inbox(on_marker=reached.append)
+    waiting, later = Marker(ready=False), Marker(ready=True)
+    inbox.put_marker(waiting)
+    inbox.put_marker(later)
+    assert len(inbox) == 2
+    with pytest.raises(TimeoutError):
+        inbox.get_event(timeout=0.05)  # held at the reconnect under way
+    inbox.mark_ready(waiting)
+    assert inbox.get_event(timeout=WAIT) is waiting
+    assert inbox.get_event(timeout=WAIT) is later
+    assert reached == [waiting, later]
