@@ -40,7 +40,9 @@ __all__ = [
     "Encodable",
     "converter",
     "decode",
+    "decode_body",
     "encode",
+    "encode_body",
     "encode_bytes",
 ]
 
@@ -289,6 +291,17 @@ def encode(frame: Encodable, id: str | int | None = None) -> str:  # noqa: A002 
     return data.decode("utf-8")
 
 
+def encode_body(request: Request) -> bytes:
+    """``request`` as the body of an HTTP POST to ``apiUrl`` (RFC 8620 §3.3): the members
+    of its frame without ``@type``."""
+    _, body = _body(request, None)
+    del body["@type"]
+    try:
+        return _dumps(body).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cannot encode Request: {exc}") from exc
+
+
 def encode_bytes(frame: Encodable, id: str | int | None = None) -> bytes:  # noqa: A002
     """:func:`encode`, as the UTF-8 bytes that go on the wire (what the session sends)."""
     type_name, body = _body(frame, id)
@@ -309,6 +322,26 @@ def decode(text: str, *, accept: Mapping[str, type] = SERVER_FRAMES) -> Decoded:
     (:data:`SERVER_FRAMES`); a server decodes with :data:`CLIENT_FRAMES`. Any other
     ``@type`` is unknown to this call.
     """
+    obj = _object(text)
+    type_name = obj.get("@type")
+    if type(type_name) is not str:
+        return UnknownFrame(None, obj)
+    return _structure(obj, type_name, accept)
+
+
+def decode_body(data: str | bytes, type_name: str) -> Decoded:
+    """Parse an HTTP body that is a JMAP object with no ``@type`` (RFC 8620 §3.4: a
+    Response; RFC 7807: a problem details object, ``"RequestError"``) as ``type_name``.
+
+    The checks of :func:`decode`: :class:`ParseError` for what is not a JSON object, an
+    :class:`UnknownFrame` for a body that does not fit the type.
+    """
+    obj = _object(data)
+    obj.setdefault("@type", type_name)
+    return _structure(obj, type_name, SERVER_FRAMES)
+
+
+def _object(text: str | bytes) -> dict[str, Any]:
     try:
         obj = _loads(text)
     except json.JSONDecodeError as exc:
@@ -320,9 +353,10 @@ def decode(text: str, *, accept: Mapping[str, type] = SERVER_FRAMES) -> Decoded:
         raise ParseError("text message is nested too deeply") from None
     if type(obj) is not dict:
         raise ParseError(f"text message is JSON but not an object ({type(obj).__name__})")
-    type_name = obj.get("@type")
-    if type(type_name) is not str:
-        return UnknownFrame(None, obj)
+    return obj
+
+
+def _structure(obj: dict[str, Any], type_name: str, accept: Mapping[str, type]) -> Decoded:
     cls = accept.get(type_name)
     if cls is None:
         return UnknownFrame(type_name, obj)

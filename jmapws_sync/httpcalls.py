@@ -30,10 +30,11 @@ from ._http import HttpSettings, connect, problem_details
 from ._inbox import Inbox
 from ._net import Deadline, check_timeout, resolve_proxy, safe_url
 from .blobs import Blobs
-from .codec import decode, encode_bytes
+from .codec import decode_body, encode_body
 from .errors import (
     AuthenticationError,
     JmapWsError,
+    ParseError,
     RequestFailed,
     SessionClosed,
     TransportError,
@@ -124,7 +125,7 @@ class HttpLink:
         deadline = Deadline(check_timeout(timeout))
         if self._closed:
             raise SessionClosed("the HTTP link is closed")
-        body = _request_body(request)
+        body = encode_body(request)
         if not self._slots.acquire(timeout=_left(deadline)):
             raise TimeoutError(f"no request slot free within {timeout} s")
         try:
@@ -283,30 +284,18 @@ def _left(deadline: Deadline) -> float | None:
     return None if left is None else max(left, 0.001)
 
 
-def _request_body(request: Request) -> bytes:
-    """The Request object of RFC 8620 §3.3: the frame without its ``@type``."""
-    frame = json.loads(encode_bytes(request))
-    frame.pop("@type", None)
-    return json.dumps(frame, separators=(",", ":"), allow_nan=False).encode()
-
-
 def _response(data: bytes, url: str) -> Response:
     try:
-        obj = json.loads(data)
-    except ValueError as exc:
-        raise TransportError(f"{safe_url(url)} answered with no JSON") from exc
-    if not isinstance(obj, dict):
-        raise TransportError(f"{safe_url(url)} answered with no JSON object")
-    obj["@type"] = "Response"
-    frame = decode(json.dumps(obj))
+        frame = decode_body(data, "Response")
+    except ParseError as exc:
+        raise TransportError(f"{safe_url(url)} answered with no JSON object") from exc
     if not isinstance(frame, Response):
         raise TransportError(f"{safe_url(url)} answered with no Response")
     return frame
 
 
 def _request_error(problem: dict[str, Any]) -> RequestError:
-    obj = {**problem, "@type": "RequestError"}
-    frame = decode(json.dumps(obj))
+    frame = decode_body(json.dumps(problem), "RequestError")
     if isinstance(frame, RequestError):
         return frame
     return RequestError(str(problem.get("type")))
