@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import subprocess
 import sys
 import threading
@@ -25,37 +24,11 @@ from jmapws_sync.testing import CYRUS_QUIRKS, ReferenceServer
 from jmapws_sync.testing import NOTES as NOTES_CAPABILITY
 
 from .conftest import ALICE, USERS
+from .support.feeds import Follower, Replica
 
 WAIT = 30.0  # generous: a loaded 2-core machine stretches every wait
 FAST = Backoff(first=(0.01, 0.02), factor=2.0, ceiling=0.1, jitter=0.2, reset_after=60.0)
 NOTES = ["Note"]
-
-
-class Replica:
-    """What an application keeps: objects by type and id, rebuilt from Deltas."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, dict[str, dict[str, Any]]] = {}
-        self.resyncing: dict[str, set[str]] = {}
-        self.deltas: list[jws.Delta] = []
-
-    def apply(self, delta: jws.Delta) -> None:
-        self.deltas.append(delta)
-        kept = self.objects.setdefault(delta.data_type, {})
-        if delta.resync:
-            seen = self.resyncing.setdefault(delta.data_type, set())
-            seen.update(delta.created)
-            if not delta.more:  # what was not seen again is gone
-                for gone in set(kept) - seen - set(delta.created):
-                    del kept[gone]
-                del self.resyncing[delta.data_type]
-        for object_id, obj in {**delta.created, **delta.updated}.items():
-            kept[object_id] = {**kept.get(object_id, {}), **obj}
-        for object_id in delta.destroyed:
-            kept.pop(object_id, None)
-
-    def notes(self) -> dict[str, dict[str, Any]]:
-        return self.objects.get("Note", {})
 
 
 def server_notes(server: ReferenceServer, user: str = "alice") -> dict[str, dict[str, Any]]:
@@ -434,40 +407,17 @@ def test_any_object_with_load_and_save_is_a_store(
 # -- follow: pushes, reconnects, servers that ignore pushState -----------------------------------
 
 
-def _follow_in_thread(
-    feed: jws.ChangeFeed,
-) -> tuple[queue.Queue[jws.Delta | BaseException], threading.Thread]:
-    out: queue.Queue[jws.Delta | BaseException] = queue.Queue()
-
-    def run() -> None:
-        try:
-            for delta in feed.follow():
-                out.put(delta)
-        except BaseException as exc:  # handed to the test thread
-            out.put(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return out, thread
-
-
-def _next(out: queue.Queue[jws.Delta | BaseException]) -> jws.Delta:
-    item = out.get(timeout=WAIT)
-    if isinstance(item, BaseException):
-        raise item
-    return item
-
-
 def test_follow_catches_up_after_each_push(server: ReferenceServer) -> None:
     with jws.connect(server.base_url, auth=ALICE, timeout=WAIT) as session:
         feed = jws.ChangeFeed(session, ["Notebook", "Note"])
-        out, thread = _follow_in_thread(feed)
-        assert [_next(out).data_type for _ in range(2)] == ["Notebook", "Note"]  # resyncs
+        follower = Follower(feed, WAIT)
+        out, thread = follower.out, follower.thread
+        assert [follower.next().data_type for _ in range(2)] == ["Notebook", "Note"]  # resyncs
         note = server.change_note("alice", title="pushed")
-        delta = _next(out)
+        delta = follower.next()
         assert (delta.data_type, list(delta.created)) == ("Note", [note])
         book = server.change_notebook("alice", name="pushed too")
-        delta = _next(out)
+        delta = follower.next()
         assert (delta.data_type, list(delta.created)) == ("Notebook", [book])
     thread.join(WAIT)  # closing the session ends follow()
     assert not thread.is_alive()
@@ -478,11 +428,12 @@ def test_pushed_states_that_are_not_the_get_states_cost_a_no_op_at_most() -> Non
     with ReferenceServer(users=USERS, push_states_differ=True) as cyrus_like:
         with jws.connect(cyrus_like.base_url, auth=ALICE, timeout=WAIT) as session:
             feed = jws.ChangeFeed(session, NOTES)
-            out, thread = _follow_in_thread(feed)
-            assert _next(out).resync
+            follower = Follower(feed, WAIT)
+            out, thread = follower.out, follower.thread
+            assert follower.next().resync
             for n in range(3):
                 note = cyrus_like.change_note("alice", title=f"pushed {n}")
-                delta = _next(out)
+                delta = follower.next()
                 assert list(delta.created) == [note]
         thread.join(WAIT)
         assert isinstance(out.get(timeout=WAIT), jws.SessionClosed)  # no Delta without a change
@@ -499,9 +450,10 @@ def test_changes_made_while_disconnected_arrive_after_the_reconnect(
     )
     try:
         feed = jws.ChangeFeed(rs, NOTES, store=jws.FileStateStore(tmp_path / "s.json"))
-        out, thread = _follow_in_thread(feed)
+        follower = Follower(feed, WAIT)
+        out, thread = follower.out, follower.thread
         replica = Replica()
-        replica.apply(_next(out))
+        replica.apply(follower.next())
         first.stop()
         account = first.account_id("alice")
         made = first.store.create_note(account, title="while disconnected")
@@ -509,7 +461,7 @@ def test_changes_made_while_disconnected_arrive_after_the_reconnect(
             users=USERS, store=first.store, port=first.port, replays=replays
         ).start()
         try:
-            delta = _next(out)
+            delta = follower.next()
             replica.apply(delta)
             assert made in delta.created
             assert replica.notes() == server_notes(again)

@@ -22,6 +22,7 @@ from jmapws_sync.policy import Backoff
 from jmapws_sync.testing import NOTES, ReferenceServer
 
 from .conftest import ALICE, USERS
+from .support.feeds import Follower
 
 WAIT = 30.0
 FAST = Backoff(first=(0.01, 0.02), factor=2.0, ceiling=0.1, jitter=0.2, reset_after=60.0)
@@ -138,33 +139,18 @@ def test_a_stalwart_like_stream_without_ids_still_delivers() -> None:
 
 
 def test_a_change_feed_follows_the_eventsource_across_its_reconnects() -> None:
-    out: queue.Queue[jws.Delta | BaseException] = queue.Queue()
     with (
         ReferenceServer(users=USERS, event_ids=False) as server,
         session(server, push_via="eventsource") as rs,
     ):
-        feed = jws.ChangeFeed(rs, ["Note"])
-
-        def run() -> None:
-            try:
-                for delta in feed.follow():
-                    out.put(delta)
-            except BaseException as exc:  # handed to the test thread
-                out.put(exc)
-
-        follower = threading.Thread(target=run, daemon=True)
-        follower.start()
-        first = out.get(timeout=WAIT)
-        assert isinstance(first, jws.Delta)
-        assert first.resync
+        follower = Follower(jws.ChangeFeed(rs, ["Note"]), WAIT)
+        assert follower.next().resync
         server.silence_event_streams(True)  # pushes held back...
         made = server.change_note("alice", title="while unheard")
         server.reset_event_streams()  # ...and the stream lost: no id to resume from
         server.silence_event_streams(False)
-        delta = out.get(timeout=WAIT)
-        assert isinstance(delta, jws.Delta)
-        assert made in delta.created
-    follower.join(WAIT)
+        assert made in follower.next().created
+    follower.thread.join(WAIT)
 
 
 def test_close_ends_the_eventsource_thread(server: ReferenceServer) -> None:

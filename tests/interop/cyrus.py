@@ -32,6 +32,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -101,6 +102,15 @@ def _tail(path: Path, lines: int) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def message(subject: str) -> bytes:
+    """A small RFC 5322 message with a unique Message-ID, for appending over IMAP."""
+    return (
+        f"From: Alice <alice@example.com>\r\nTo: test@localhost\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{uuid.uuid4()}@example.com>\r\nDate: Wed, 02 Dec 2026 08:00:00 +0000\r\n"
+        f"\r\nHello from {subject}.\r\n"
+    ).encode()
 
 
 class CyrusServer:

@@ -26,21 +26,12 @@ from jmapws_sync._framing import Opcode
 from jmapws_sync.cli import main
 
 from ..support.children import cli_argv
-from .cyrus import CyrusServer
+from .cyrus import CyrusServer, message
 
 pytestmark = pytest.mark.interop
 
 TIMEOUT = 10.0
 CORE, MAIL = jws.CORE, jws.MAIL
-
-
-def message(subject: str) -> bytes:
-    """A small RFC 5322 message with a unique Message-ID."""
-    return (
-        f"From: Alice <alice@example.com>\r\nTo: test@localhost\r\nSubject: {subject}\r\n"
-        f"Message-ID: <{uuid.uuid4()}@example.com>\r\nDate: Wed, 02 Dec 2026 08:00:00 +0000\r\n"
-        f"\r\nHello from {subject}.\r\n"
-    ).encode()
 
 
 def auth(cyrus: CyrusServer, password: str | None = None) -> jws.BasicAuth:

@@ -9,9 +9,6 @@ Email/get), so a missed, stale or ghost object fails the test.
 from __future__ import annotations
 
 import json
-import queue
-import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +18,9 @@ import pytest
 import jmapws_sync as jws
 from jmapws_sync.cli import main
 
+from ..support.feeds import Follower, Replica
 from .conftest import cyrus_prefix
-from .cyrus import CyrusServer
+from .cyrus import CyrusServer, message
 
 pytestmark = pytest.mark.interop
 
@@ -31,42 +29,12 @@ TYPES = ["Mailbox", "Email"]
 EMAIL_PROPERTIES = ["subject", "keywords", "mailboxIds", "receivedAt", "size"]
 
 
-def message(subject: str) -> bytes:
-    return (
-        f"From: Alice <alice@example.com>\r\nTo: test@localhost\r\nSubject: {subject}\r\n"
-        f"Message-ID: <{uuid.uuid4()}@example.com>\r\nDate: Wed, 02 Dec 2026 08:00:00 +0000\r\n"
-        f"\r\nHello from {subject}.\r\n"
-    ).encode()
-
-
 def append(cyrus: CyrusServer, n: int, tag: str) -> None:
     """``n`` messages into INBOX over one IMAP connection."""
     with cyrus.imap() as conn:
         for k in range(n):
             typ, resp = conn.append("INBOX", None, None, message(f"{tag} {k}"))
             assert typ == "OK", resp
-
-
-class Replica:
-    """Mailboxes and Emails by id, as an application keeps them."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in TYPES}
-        self.seen: dict[str, set[str]] = {}
-
-    def apply(self, delta: jws.Delta) -> None:
-        kept = self.objects[delta.data_type]
-        if delta.resync:
-            seen = self.seen.setdefault(delta.data_type, set())
-            seen.update(delta.created)
-            if not delta.more:
-                for gone in set(kept) - seen:
-                    del kept[gone]
-                del self.seen[delta.data_type]
-        for object_id, obj in {**delta.created, **delta.updated}.items():
-            kept[object_id] = {**kept.get(object_id, {}), **obj}
-        for object_id in delta.destroyed:
-            kept.pop(object_id, None)
 
 
 def call(session: jws.WsSession, name: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -210,30 +178,14 @@ def test_an_outdated_state_resyncs_through_email_query(cyrus: CyrusServer) -> No
 
 
 def test_follow_hears_new_mail_through_cyrus_push(cyrus: CyrusServer) -> None:
-    out: queue.Queue[jws.Delta | BaseException] = queue.Queue()
     with jws.ReconnectingSession(cyrus.http_url, auth=auth(cyrus), connect_timeout=WAIT) as rs:
-        feed = jws.ChangeFeed(rs, ["Email"], properties=["subject"])
-
-        def run() -> None:
-            try:
-                for delta in feed.follow():
-                    out.put(delta)
-            except BaseException as exc:  # handed to the test thread
-                out.put(exc)
-
-        follower = threading.Thread(target=run, daemon=True)
-        follower.start()
-        while True:  # the first catch-up: a resync of what the session's tests left
-            first = out.get(timeout=WAIT)
-            assert isinstance(first, jws.Delta), first
-            if not first.more:
-                break
+        follower = Follower(jws.ChangeFeed(rs, ["Email"], properties=["subject"]), WAIT)
+        follower.past_the_first_catch_up()  # a resync of what the session's tests left
         append(cyrus, 1, "pushed to a feed")
-        delta = out.get(timeout=WAIT)
-        assert isinstance(delta, jws.Delta), delta
+        delta = follower.next()
         assert [obj["subject"] for obj in delta.created.values()] == ["pushed to a feed 0"]
-    follower.join(WAIT)
-    assert isinstance(out.get(timeout=WAIT), jws.SessionClosed)
+    follower.thread.join(WAIT)
+    assert isinstance(follower.out.get(timeout=WAIT), jws.SessionClosed)
 
 
 def test_the_sync_command_on_cyrus(

@@ -47,8 +47,9 @@ import pytest
 import jmapws_sync as jws
 from jmapws_sync.cli import main
 
+from ..support.feeds import Follower
 from .conftest import cyrus_prefix
-from .cyrus import CyrusServer
+from .cyrus import CyrusServer, message
 
 pytestmark = pytest.mark.interop
 
@@ -56,15 +57,6 @@ WAIT = 60.0  # a loaded CI machine; Cyrus looks for changes to push every second
 CORE, MAIL = jws.CORE, jws.MAIL
 EVENT_SOURCE_TEMPLATE = "/jmap/eventsource/?types={types}&closeafter={closeafter}&ping={ping}"
 FAST = jws.Backoff(first=(0.05, 0.1), factor=1.5, ceiling=0.5)
-
-
-def message(subject: str) -> bytes:
-    """A small RFC 5322 message with a unique Message-ID."""
-    return (
-        f"From: Alice <alice@example.com>\r\nTo: test@localhost\r\nSubject: {subject}\r\n"
-        f"Message-ID: <{uuid.uuid4()}@example.com>\r\nDate: Wed, 02 Dec 2026 08:00:00 +0000\r\n"
-        f"\r\nHello from {subject}.\r\n"
-    ).encode()
 
 
 def auth(cyrus: CyrusServer) -> jws.BasicAuth:
@@ -321,7 +313,6 @@ def test_last_event_id_resumes_across_a_cyrus_restart_and_nothing_is_missed(
     cyrus: CyrusServer,
 ) -> None:
     relay = RecordingRelay(cyrus.host, cyrus.http_port)
-    out: queue.Queue[jws.Delta | BaseException] = queue.Queue()
     infos: queue.Queue[jws.ReconnectInfo] = queue.Queue()
     tag = uuid.uuid4().hex[:8]
     seen: set[str] = set()
@@ -348,22 +339,9 @@ def test_last_event_id_resumes_across_a_cyrus_restart_and_nothing_is_missed(
         ) as rs:
             rs.wait_connected(timeout=WAIT)
             assert rs.push_source == "eventsource"
-            feed = jws.ChangeFeed(rs, ["Email"], properties=["subject"])
-
-            def run() -> None:
-                try:
-                    for delta in feed.follow():
-                        out.put(delta)
-                except BaseException as exc:  # handed to the test thread
-                    out.put(exc)
-
-            follower = threading.Thread(target=run, daemon=True)
-            follower.start()
-            while True:  # the first catch-up: a resync of what the session's tests left
-                first = out.get(timeout=WAIT)
-                assert isinstance(first, jws.Delta), first
-                if not first.more:
-                    break
+            follower = Follower(jws.ChangeFeed(rs, ["Email"], properties=["subject"]), WAIT)
+            out = follower.out
+            follower.past_the_first_catch_up()  # a resync of what the session's tests left
 
             # One change heard over the event stream: it now has an id to resume from.
             cyrus.append_message(cyrus.user, message(f"{tag} before"))
@@ -397,7 +375,7 @@ def test_last_event_id_resumes_across_a_cyrus_restart_and_nothing_is_missed(
                 reported.append(infos.get_nowait())
             assert any(i.push_resumed and i.push_state == resume_from for i in reported), reported
             assert rs.push_source == "eventsource"
-        follower.join(WAIT)
+        follower.thread.join(WAIT)
         assert isinstance(out.get(timeout=WAIT), jws.SessionClosed)
     finally:
         relay.close()
